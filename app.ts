@@ -1,0 +1,40 @@
+import AutoLoad from '@fastify/autoload'
+import fp from 'fastify-plugin'
+import Fastify, { LogController, type FastifyInstance, type FastifyPluginAsync, type FastifyServerOptions } from 'fastify'
+import { join } from 'node:path'
+import { decimalMaximum } from './lib/decimal-maximum.js'
+import type { Config } from './lib/config.js'
+import type { ConfigPluginOptions } from './plugins/config.js'
+
+export type AppOptions = ConfigPluginOptions
+
+/**
+ * The root plugin: everything in `plugins/` (shared decorators and hooks), then every route in `routes/`,
+ * whose folders give the URLs. Both `server.ts` and the fastify-cli dev server load it.
+ */
+const app: FastifyPluginAsync<AppOptions> = async (fastify, opts) => {
+  await fastify.register(AutoLoad, { dir: join(import.meta.dirname, 'plugins'), options: opts })
+  await fastify.register(AutoLoad, { dir: join(import.meta.dirname, 'routes'), options: opts })
+}
+
+export default app
+
+/** Server options the app needs; fastify-cli reads this export too (`fastify start --options`). */
+export const options: FastifyServerOptions = {
+  ajv: { plugins: [decimalMaximum] },
+  // The shutdown plugin answers requests that arrive while closing, in the service's JSON error shape.
+  return503OnClosing: false
+}
+
+/** The production server: the app plus logging at the configured level, one summary line per request. */
+export function buildServer (config: Config): FastifyInstance {
+  const server = Fastify({
+    ...options,
+    logger: { level: config.LOG_LEVEL },
+    // The routes log one summary line per request; Fastify's own two lines per request would be noise.
+    logController: new LogController({ disableRequestLogging: true })
+  })
+  // Without encapsulation, so the error handler and decorators also cover routes added on the server.
+  server.register(fp(app), { config })
+  return server
+}

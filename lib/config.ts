@@ -1,0 +1,33 @@
+import envSchema from 'env-schema'
+import { Type, type Static } from '@sinclair/typebox'
+
+/** Node's setTimeout fires at once for delays above 2^31-1 ms, so no budget may exceed it. */
+const LARGEST_TIMER_MS = 2_147_483_647
+
+/**
+ * Every setting of the service, read from the environment and validated here and nowhere else.
+ * An empty UPSTREAM_URL means "start the built-in simulator and call it".
+ */
+export const ConfigSchema = Type.Object({
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
+  HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
+  UPSTREAM_URL: Type.Union([Type.Literal(''), Type.String({ pattern: '^https?://[^\\s]+$' })], { default: '' }),
+  HEDGE_DELAY_MS: Type.Integer({ minimum: 0, maximum: LARGEST_TIMER_MS, default: 300 }),
+  HEDGE_REQUESTS: Type.Integer({ minimum: 0, maximum: 10, default: 2 }),
+  MAX_TIMEOUT_MS: Type.Integer({ minimum: 1, maximum: LARGEST_TIMER_MS, default: 60000 }),
+  MAX_BODY_BYTES: Type.Integer({ minimum: 1, default: 1048576 }),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
+    { default: 'info' }
+  )
+})
+
+export type Config = Static<typeof ConfigSchema> & { LOG_LEVEL: string }
+
+/**
+ * Validates the given environment (process.env by default) and returns the typed configuration.
+ * Throws an Error whose message names every offending variable, e.g. "env/HEDGE_DELAY_MS must be integer".
+ */
+export function loadConfig (environment: Record<string, string | undefined> = process.env): Config {
+  return envSchema<Config>({ schema: ConfigSchema, data: environment, env: false })
+}

@@ -1,0 +1,154 @@
+/**
+ * Hedged calls with a hard deadline, free of any transport: an attempt is just a function that gets an
+ * AbortSignal and reports success or failure. The HTTP route and the got-based upstream client plug into it.
+ *
+ * Schedule (the reference design's, with its defaults):
+ *
+ *   t=0            attempt 1 starts
+ *   t=hedgeDelay   if nothing succeeded yet, `hedgeRequests` more attempts start together
+ *                  (at once instead, if attempt 1 has already failed: waiting would only add latency)
+ *   first success  wins; every attempt still running is aborted (each attempt has its own signal)
+ *   deadline       every attempt is aborted, the call reports `deadline`
+ */
+
+/** What one attempt reports. Attempts do not throw: a failure is a value with a reason. */
+export type AttemptOutcome<T, Reason extends string = string> =
+  | { ok: true, value: T }
+  | { ok: false, reason: Reason, detail?: string }
+
+/** Starts attempt number `attempt` (1-based); it must stop its work when `signal` aborts. */
+export type StartAttempt<T, Reason extends string = string> =
+  (signal: AbortSignal, attempt: number) => Promise<AttemptOutcome<T, Reason>>
+
+/**
+ * How an attempt ended: 'success', the failure reason it reported, 'error' if it broke its contract and
+ * threw, or 'aborted' if it was still running when the call was decided.
+ */
+export type AttemptResult<Reason extends string> = Reason | 'success' | 'error' | 'aborted'
+
+/** Why the call aborted the attempts still running; it is the AbortSignal's `reason`. */
+export type AbortCause = 'lost' | 'deadline' | 'cancelled'
+
+export interface AttemptRecord<Reason extends string = string> {
+  attempt: number
+  /** Milliseconds after the call began. */
+  startedAt: number
+  /** Milliseconds after the call began; undefined only while the attempt is running. */
+  endedAt?: number
+  /** Undefined only while the attempt is running. */
+  result?: AttemptResult<Reason>
+  detail?: string
+}
+
+export type HedgeResult<T, Reason extends string = string> =
+  | { kind: 'success', value: T, winner: number, attempts: AttemptRecord<Reason>[] }
+  | { kind: 'deadline', attempts: AttemptRecord<Reason>[] }
+  | { kind: 'all_failed', attempts: AttemptRecord<Reason>[] }
+  | { kind: 'cancelled', attempts: AttemptRecord<Reason>[] }
+
+export interface HedgeOptions<T, Reason extends string = string> {
+  startAttempt: StartAttempt<T, Reason>
+  /** Wait before hedging when attempt 1 neither succeeded nor failed. */
+  hedgeDelayMs: number
+  /** Attempts added by the hedge; 0 disables hedging. */
+  hedgeRequests: number
+  /** Milliseconds from now until the call gives up and aborts everything. */
+  budgetMs: number
+  /** Aborts the whole call, e.g. when the client that asked for it has gone away. */
+  cancelSignal?: AbortSignal
+}
+
+/**
+ * Runs attempts on the hedging schedule and resolves with the first success, or with why there is none.
+ * Never rejects. By the time it resolves, every attempt still running has been told to abort.
+ */
+export function hedgedCall<T, Reason extends string = string> (
+  options: HedgeOptions<T, Reason>
+): Promise<HedgeResult<T, Reason>> {
+  return new Promise((resolve) => {
+    const { startAttempt, hedgeDelayMs, hedgeRequests, budgetMs, cancelSignal } = options
+    const maxAttempts = 1 + hedgeRequests
+    const startTime = performance.now()
+    const elapsed = (): number => performance.now() - startTime
+    const controllers: AbortController[] = []
+    const attempts: AttemptRecord<Reason>[] = []
+    let decided = false
+    let failures = 0
+    let hedgeTimer: NodeJS.Timeout | undefined
+
+    const decide = (result: HedgeResult<T, Reason>, abortCause: AbortCause): void => {
+      decided = true
+      clearTimeout(hedgeTimer)
+      clearTimeout(deadlineTimer)
+      cancelSignal?.removeEventListener('abort', onCancel)
+      const now = elapsed()
+      const stillRunning = attempts.filter((record) => record.result === undefined)
+      for (const record of stillRunning) {
+        record.result = 'aborted'
+        record.endedAt = now
+      }
+      resolve(result)
+      // The answer goes out first; tearing down the losers must not delay it, but happens before
+      // anything else can run, so no attempt outlives the call. Finished attempts are left alone.
+      for (const record of stillRunning) controllers[record.attempt - 1]?.abort(abortCause)
+    }
+
+    const onOutcome = (record: AttemptRecord<Reason>, outcome: AttemptOutcome<T, Reason | 'error'>): void => {
+      if (decided) return
+      record.endedAt = elapsed()
+      if (outcome.ok) {
+        record.result = 'success'
+        decide({ kind: 'success', value: outcome.value, winner: record.attempt, attempts }, 'lost')
+        return
+      }
+      record.result = outcome.reason
+      if (outcome.detail !== undefined) record.detail = outcome.detail
+      failures++
+      if (attempts.length < maxAttempts) {
+        fireHedges()
+      } else if (failures === attempts.length) {
+        // An attempt's own timer may expire together with the deadline: that is still a deadline.
+        const kind = elapsed() >= budgetMs ? 'deadline' : 'all_failed'
+        decide({ kind, attempts }, kind === 'deadline' ? 'deadline' : 'lost')
+      }
+    }
+
+    const launch = (): void => {
+      const record: AttemptRecord<Reason> = { attempt: attempts.length + 1, startedAt: elapsed() }
+      const controller = new AbortController()
+      attempts.push(record)
+      controllers.push(controller)
+      let running: Promise<AttemptOutcome<T, Reason>>
+      try {
+        running = startAttempt(controller.signal, record.attempt)
+      } catch (error) {
+        running = Promise.reject(error)
+      }
+      running.then(
+        (outcome) => onOutcome(record, outcome),
+        (error: unknown) => onOutcome(record, { ok: false, reason: 'error', detail: String(error) })
+      )
+    }
+
+    const fireHedges = (): void => {
+      clearTimeout(hedgeTimer)
+      while (!decided && attempts.length < maxAttempts) launch()
+    }
+
+    const onCancel = (): void => decide({ kind: 'cancelled', attempts }, 'cancelled')
+
+    const deadlineTimer = setTimeout(() => decide({ kind: 'deadline', attempts }, 'deadline'), budgetMs)
+    if (cancelSignal?.aborted) {
+      onCancel()
+      return
+    }
+    if (budgetMs <= 0) {
+      // The budget was spent before the call began (e.g. the request waited in a busy event loop).
+      decide({ kind: 'deadline', attempts }, 'deadline')
+      return
+    }
+    cancelSignal?.addEventListener('abort', onCancel, { once: true })
+    launch()
+    if (!decided && maxAttempts > 1) hedgeTimer = setTimeout(fireHedges, hedgeDelayMs)
+  })
+}

@@ -1,0 +1,53 @@
+import fp from 'fastify-plugin'
+import { STATUS_CODES } from 'node:http'
+import type { FastifyError, FastifyReply } from 'fastify'
+
+/** The JSON body of every error this service sends: Fastify's error shape plus `success: false`. */
+export interface ErrorBody {
+  success: false
+  statusCode: number
+  error: string
+  message: string
+}
+
+const NON_STANDARD_STATUS_NAMES: Record<number, string> = { 499: 'Client Closed Request' }
+
+export function errorBody (statusCode: number, message: string): ErrorBody {
+  const error = STATUS_CODES[statusCode] ?? NON_STANDARD_STATUS_NAMES[statusCode] ?? 'Error'
+  return { success: false, statusCode, error, message }
+}
+
+/** Timeouts of any origin (the hedged call's deadline, got, AbortSignal.timeout) share this name. */
+function isTimeout (error: Error): boolean {
+  return error.name === 'TimeoutError'
+}
+
+function statusOf (error: FastifyError): number {
+  if (error.validation !== undefined) return 400
+  if (isTimeout(error)) return 408
+  const { statusCode } = error
+  return statusCode !== undefined && statusCode >= 400 && statusCode <= 599 ? statusCode : 500
+}
+
+function sendError (reply: FastifyReply, statusCode: number, message: string): FastifyReply {
+  return reply.code(statusCode).type('application/json; charset=utf-8').send(errorBody(statusCode, message))
+}
+
+/**
+ * One place decides how failures look on the wire: timeouts become 408, validation 400, HTTP errors
+ * keep their status, and anything unexpected is a logged 500 that reveals nothing internal.
+ * Unknown routes answer a JSON 404 in the same shape.
+ */
+export default fp(async (fastify) => {
+  fastify.setErrorHandler((error: FastifyError, request, reply) => {
+    const statusCode = statusOf(error)
+    if (statusCode >= 500) {
+      request.log.error({ err: error }, 'request failed')
+      return sendError(reply, statusCode, statusCode === 500 ? 'Internal Server Error' : error.message)
+    }
+    return sendError(reply, statusCode, error.message)
+  })
+
+  fastify.setNotFoundHandler((request, reply) =>
+    sendError(reply, 404, `Route ${request.method}:${request.url} not found`))
+}, { name: 'error-handler' })

@@ -1,0 +1,142 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import { once } from 'node:events'
+
+/** What the scripted upstream does with one request. */
+export type UpstreamBehaviour =
+  | { kind: 'json', body?: unknown, status?: number, delayMs?: number, contentType?: string }
+  | { kind: 'raw', body: string, status?: number, delayMs?: number, contentType?: string }
+  | { kind: 'hang' } // accepts the request and never answers
+  | { kind: 'reset', afterHeaders?: boolean, delayMs?: number } // destroys the connection
+  | { kind: 'drip', intervalMs: number, bytes: number } // headers at once, then one byte per interval
+  | { kind: 'huge', bytes: number, declareLength: boolean } // streams a body of this many bytes
+  | { kind: 'redirect', location: string }
+
+export interface UpstreamRequest {
+  /** 1-based arrival order. */
+  n: number
+  /** Milliseconds since the upstream started. */
+  arrivedAt: number
+  /** When the exchange ended on the upstream side (answered, or the caller closed it). */
+  closedAt?: number
+  /** True when the caller went away before the upstream finished its answer. */
+  abandoned?: boolean
+  /** Body bytes the upstream managed to write before the exchange ended. */
+  bytesWritten: number
+  headers: IncomingMessage['headers']
+}
+
+export interface ScriptedUpstream {
+  url: string
+  requests: UpstreamRequest[]
+  /** Milliseconds since the upstream started. */
+  now (): number
+  /** Resolves once every request received so far has ended on the upstream side. */
+  allClosed (): Promise<void>
+  openSockets (): number
+  close (): Promise<void>
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+async function perform (behaviour: UpstreamBehaviour, req: IncomingMessage, res: ServerResponse,
+  record: UpstreamRequest): Promise<void> {
+  const write = (chunk: string | Buffer): boolean => {
+    record.bytesWritten += chunk.length
+    return res.write(chunk)
+  }
+  switch (behaviour.kind) {
+    case 'json':
+    case 'raw': {
+      if (behaviour.delayMs !== undefined) await sleep(behaviour.delayMs)
+      const body = behaviour.kind === 'json' ? JSON.stringify(behaviour.body ?? { time: 1 }) : behaviour.body
+      res.writeHead(behaviour.status ?? 200, { 'content-type': behaviour.contentType ?? 'application/json' })
+      write(body)
+      res.end()
+      return
+    }
+    case 'hang':
+      return
+    case 'reset':
+      if (behaviour.delayMs !== undefined) await sleep(behaviour.delayMs)
+      if (behaviour.afterHeaders === true) {
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' })
+        write('{"time":')
+        await sleep(10)
+      }
+      req.socket.destroy()
+      return
+    case 'drip':
+      res.writeHead(200, { 'content-type': 'application/json' })
+      for (let i = 0; i < behaviour.bytes && !res.destroyed; i++) {
+        write(i === 0 ? '[' : '1')
+        await sleep(behaviour.intervalMs)
+      }
+      if (!res.destroyed) res.end(']')
+      return
+    case 'huge': {
+      const headers: Record<string, string> = { 'content-type': 'application/json' }
+      if (behaviour.declareLength) headers['content-length'] = String(behaviour.bytes)
+      res.writeHead(200, headers)
+      const chunk = Buffer.alloc(64 * 1024, 0x31)
+      while (record.bytesWritten < behaviour.bytes && !res.destroyed) {
+        if (!write(chunk)) await Promise.race([once(res, 'drain'), once(res, 'close')])
+      }
+      if (!res.destroyed) res.end()
+      return
+    }
+    case 'redirect':
+      res.writeHead(302, { location: behaviour.location })
+      res.end()
+  }
+}
+
+/**
+ * A real HTTP server on loopback whose every answer is scripted by request number, and which records
+ * what the service did to it: when each request arrived, and when and how each one ended.
+ */
+export async function startScriptedUpstream (script: (n: number) => UpstreamBehaviour): Promise<ScriptedUpstream> {
+  const startedAt = performance.now()
+  const now = (): number => performance.now() - startedAt
+  const requests: UpstreamRequest[] = []
+  const sockets = new Set<Socket>()
+  const closeWaiters = new Set<() => void>()
+  const settleWaiters = (): void => {
+    if (requests.every((r) => r.closedAt !== undefined)) for (const wake of closeWaiters) wake()
+  }
+
+  const server = createServer((req, res) => {
+    const record: UpstreamRequest = { n: requests.length + 1, arrivedAt: now(), bytesWritten: 0, headers: req.headers }
+    requests.push(record)
+    res.on('close', () => {
+      record.closedAt = now()
+      record.abandoned = !res.writableFinished
+      settleWaiters()
+    })
+    perform(script(record.n), req, res, record).catch(() => req.socket.destroy())
+  })
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const address = server.address()
+  if (address === null || typeof address === 'string') throw new Error('no TCP address')
+
+  return {
+    url: `http://127.0.0.1:${address.port}/work`,
+    requests,
+    now,
+    openSockets: () => sockets.size,
+    allClosed: () => new Promise((resolve) => {
+      closeWaiters.add(resolve)
+      settleWaiters()
+    }),
+    close: async () => {
+      server.closeAllConnections()
+      server.close()
+      await once(server, 'close')
+    }
+  }
+}

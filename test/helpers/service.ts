@@ -1,0 +1,61 @@
+import type { FastifyInstance } from 'fastify'
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
+import { buildServer } from '../../app.js'
+import { loadConfig } from '../../lib/config.js'
+
+export interface RunningService {
+  app: FastifyInstance
+  /** Base URL, e.g. http://127.0.0.1:41234 */
+  url: string
+}
+
+/** Starts the whole service, as server.ts does, on an ephemeral loopback port. */
+export async function startService (environment: Record<string, string> = {},
+  beforeListen?: (app: FastifyInstance) => void): Promise<RunningService> {
+  const config = loadConfig({ LOG_LEVEL: 'silent', ...environment })
+  const server = buildServer(config)
+  beforeListen?.(server)
+  const url = await server.listen({ port: 0, host: '127.0.0.1' })
+  return { app: server, url }
+}
+
+export interface ClientAnswer {
+  status: number
+  headers: IncomingHttpHeaders
+  text: string
+  /** The body parsed as JSON (undefined when it is not JSON). */
+  json: Record<string, unknown> | undefined
+  /** Real time from sending the request to the end of the answer, in ms. */
+  elapsedMs: number
+}
+
+function parseJson (text: string): Record<string, unknown> | undefined {
+  try {
+    return JSON.parse(text) as Record<string, unknown>
+  } catch {
+    return undefined
+  }
+}
+
+/** One request over a fresh connection (no keep-alive), timed from the first byte sent. */
+export function call (url: string, init: { method?: string, headers?: Record<string, string> } = {}): Promise<ClientAnswer> {
+  return new Promise((resolve, reject) => {
+    const startedAt = performance.now()
+    const req = httpRequest(url, { method: init.method ?? 'GET', headers: init.headers, agent: false }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (chunk: Buffer) => chunks.push(chunk))
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8')
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          text,
+          json: parseJson(text),
+          elapsedMs: performance.now() - startedAt
+        })
+      })
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}

@@ -1,0 +1,204 @@
+import t from 'tap'
+import { getEventListeners } from 'node:events'
+import { hedgedCall, type AttemptOutcome, type HedgeOptions } from '../../lib/hedging.js'
+
+type Outcome = AttemptOutcome<string>
+
+/** An attempt the test finishes by hand, recording when it started and whether it was aborted. */
+interface ControlledAttempt {
+  number: number
+  startedAt: number
+  signal: AbortSignal
+  succeed (value: string): void
+  fail (reason: string): void
+}
+
+function controlledAttempts () {
+  const started: ControlledAttempt[] = []
+  const origin = performance.now()
+  const startAttempt = (signal: AbortSignal, number: number): Promise<Outcome> =>
+    new Promise((resolve) => {
+      started.push({
+        number,
+        startedAt: performance.now() - origin,
+        signal,
+        succeed: (value) => resolve({ ok: true, value }),
+        fail: (reason) => resolve({ ok: false, reason, detail: `attempt ${number}: ${reason}` })
+      })
+    })
+  return { started, startAttempt }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+const base = { hedgeDelayMs: 40, hedgeRequests: 2, budgetMs: 1000 }
+
+function run (options: Partial<HedgeOptions<string>> & Pick<HedgeOptions<string>, 'startAttempt'>) {
+  return hedgedCall<string>({ ...base, ...options })
+}
+
+t.test('a quick first attempt wins alone: no hedge is fired', async (t) => {
+  const { started, startAttempt } = controlledAttempts()
+  const call = run({ startAttempt })
+  started[0]?.succeed('first')
+  const result = await call
+  t.equal(result.kind, 'success')
+  t.match(result, { value: 'first', winner: 1 })
+  await sleep(base.hedgeDelayMs + 20)
+  t.equal(started.length, 1, 'the hedge timer was cleared')
+  t.match(result.attempts, [{ attempt: 1, result: 'success' }])
+})
+
+t.test('after the hedge delay, the hedges start together and the first success wins', async (t) => {
+  const { started, startAttempt } = controlledAttempts()
+  const call = run({ startAttempt })
+  await sleep(base.hedgeDelayMs - 20)
+  t.equal(started.length, 1, 'only attempt 1 before the delay')
+  await sleep(40)
+  t.equal(started.length, 3, 'two hedges after the delay')
+  t.ok(Math.abs((started[1]?.startedAt ?? 0) - (started[2]?.startedAt ?? 1)) < 2, 'hedges start together')
+  t.ok((started[1]?.startedAt ?? 0) >= base.hedgeDelayMs - 1, 'not before the delay')
+  started[2]?.succeed('third')
+  const result = await call
+  t.match(result, { kind: 'success', value: 'third', winner: 3 })
+  t.equal(started[0]?.signal.aborted, true, 'loser 1 aborted')
+  t.equal(started[2]?.signal.aborted, false, 'the winner is left alone: its work is done')
+  t.equal(started[1]?.signal.reason, 'lost', 'losers are told they lost')
+  t.match(result.attempts, [
+    { attempt: 1, result: 'aborted' }, { attempt: 2, result: 'aborted' }, { attempt: 3, result: 'success' }
+  ])
+})
+
+t.test('when attempt 1 fails before the hedge delay, the hedges start at once', async (t) => {
+  const { started, startAttempt } = controlledAttempts()
+  const call = run({ startAttempt, hedgeDelayMs: 500 })
+  started[0]?.fail('http_error')
+  await sleep(5)
+  t.equal(started.length, 3, 'hedges did not wait for the timer')
+  t.ok((started[1]?.startedAt ?? 500) < 50)
+  started[1]?.fail('timeout')
+  started[2]?.succeed('late winner')
+  const result = await call
+  t.match(result, { kind: 'success', winner: 3 })
+  t.match(result.attempts, [{ result: 'http_error' }, { result: 'timeout' }, { result: 'success' }])
+})
+
+t.test('never more than 1 + hedgeRequests attempts, and all failing gives all_failed', async (t) => {
+  const { started, startAttempt } = controlledAttempts()
+  const call = run({ startAttempt, hedgeDelayMs: 0 })
+  await sleep(5)
+  for (const attempt of started) attempt.fail('http_error')
+  const result = await call
+  t.equal(result.kind, 'all_failed')
+  t.equal(started.length, 3)
+  t.match(result.attempts.map((a) => a.detail), ['attempt 1: http_error', 'attempt 2: http_error', 'attempt 3: http_error'])
+})
+
+t.test('with hedgeRequests 0 there is one attempt and no hedge timer', async (t) => {
+  const { started, startAttempt } = controlledAttempts()
+  const call = run({ startAttempt, hedgeRequests: 0, hedgeDelayMs: 0 })
+  await sleep(10)
+  t.equal(started.length, 1)
+  started[0]?.fail('invalid_json')
+  t.match(await call, { kind: 'all_failed', attempts: [{ result: 'invalid_json' }] })
+})
+
+t.test('the deadline aborts every running attempt at once', async (t) => {
+  const { started, startAttempt } = controlledAttempts()
+  const begin = performance.now()
+  const result = await run({ startAttempt, hedgeDelayMs: 20, budgetMs: 80 })
+  const took = performance.now() - begin
+  t.equal(result.kind, 'deadline')
+  t.ok(took >= 79 && took < 80 + 30, `decided at the deadline (${took.toFixed(1)} ms)`)
+  t.equal(started.length, 3)
+  for (const attempt of started) t.equal(attempt.signal.reason, 'deadline')
+  t.match(result.attempts, [{ result: 'aborted' }, { result: 'aborted' }, { result: 'aborted' }])
+  started[0]?.succeed('too late')
+  await sleep(5)
+  t.equal(result.kind, 'deadline', 'a success after the decision changes nothing')
+})
+
+t.test('an attempt failing together with the deadline is still a deadline, not all_failed', async (t) => {
+  let calls = 0
+  const result = await hedgedCall<string>({
+    hedgeDelayMs: 0,
+    hedgeRequests: 0,
+    budgetMs: 30,
+    // Its own timer ends with the deadline, as the upstream client's does; it reports at 40 ms,
+    // but the deadline timer (30 ms) is earlier, so the call must already be decided.
+    startAttempt: () => { calls++; return sleep(40).then(() => ({ ok: false, reason: 'timeout' })) }
+  })
+  t.equal(result.kind, 'deadline')
+  t.equal(calls, 1)
+})
+
+t.test('a failure reported after the budget is classed as deadline even if the timer has not fired', async (t) => {
+  // Block the event loop past the budget so the failure and the deadline timer are due together:
+  // the failure's promise callback runs first, and must see the budget as spent.
+  const result = await hedgedCall<string>({
+    hedgeDelayMs: 0,
+    hedgeRequests: 0,
+    budgetMs: 20,
+    startAttempt: async () => {
+      const until = performance.now() + 25
+      while (performance.now() < until) { /* busy: simulates a saturated event loop */ }
+      return { ok: false, reason: 'timeout' }
+    }
+  })
+  t.equal(result.kind, 'deadline')
+})
+
+t.test('cancelling (the client went away) aborts every running attempt', async (t) => {
+  const { started, startAttempt } = controlledAttempts()
+  const client = new AbortController()
+  const call = run({ startAttempt, hedgeDelayMs: 0, cancelSignal: client.signal })
+  await sleep(5)
+  client.abort()
+  const result = await call
+  t.equal(result.kind, 'cancelled')
+  t.equal(started.length, 3)
+  for (const attempt of started) t.equal(attempt.signal.reason, 'cancelled')
+})
+
+t.test('an already cancelled call starts nothing', async (t) => {
+  const { started, startAttempt } = controlledAttempts()
+  const result = await run({ startAttempt, cancelSignal: AbortSignal.abort() })
+  t.equal(result.kind, 'cancelled')
+  t.equal(started.length, 0)
+})
+
+t.test('a budget already spent starts nothing', async (t) => {
+  const { started, startAttempt } = controlledAttempts()
+  const result = await run({ startAttempt, budgetMs: -3 })
+  t.equal(result.kind, 'deadline')
+  t.equal(started.length, 0)
+})
+
+t.test('an attempt that throws or rejects counts as a failure, never as a crash', async (t) => {
+  const result = await hedgedCall<string>({
+    ...base,
+    hedgeDelayMs: 0,
+    startAttempt: (_signal, n) => {
+      if (n === 1) throw new Error('sync bug')
+      if (n === 2) return Promise.reject(new Error('async bug'))
+      return Promise.resolve({ ok: true, value: 'third' })
+    }
+  })
+  t.match(result, { kind: 'success', winner: 3 })
+  t.match(result.attempts, [
+    { result: 'error', detail: 'Error: sync bug' },
+    { result: 'error', detail: 'Error: async bug' },
+    { result: 'success' }
+  ])
+})
+
+t.test('the cancel listener is removed once the call is decided', async (t) => {
+  const client = new AbortController()
+  const result = await hedgedCall<string>({
+    ...base,
+    cancelSignal: client.signal,
+    startAttempt: () => Promise.resolve({ ok: true, value: 'x' })
+  })
+  t.equal(result.kind, 'success')
+  t.equal(getEventListeners(client.signal, 'abort').length, 0, 'no listener left on the client signal')
+})
