@@ -132,7 +132,7 @@ export function hedgedCall<T, Reason extends string = string> (
 
     const fireHedges = (): void => {
       clearTimeout(hedgeTimer)
-      while (!decided && attempts.length < maxAttempts) launch()
+      while (attempts.length < maxAttempts) launch()
     }
 
     const onCancel = (): void => decide({ kind: 'cancelled', attempts }, 'cancelled')

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import got, { RequestError, type Got, type PlainResponse } from 'got'
+import got, { TimeoutError, type Got, type PlainResponse, type RequestError } from 'got'
 import { Agent as HttpAgent } from 'node:http'
 import { Agent as HttpsAgent } from 'node:https'
 import { once } from 'node:events'
@@ -38,13 +38,11 @@ function failure (reason: AttemptFailure, detail: string): UpstreamAttempt {
   return { ok: false, reason, detail }
 }
 
-function classifyError (error: unknown, signal: AbortSignal): UpstreamAttempt {
+/** got wraps every transport failure in a RequestError; its code says what happened (ECONNRESET, ...). */
+function classifyError (error: RequestError, signal: AbortSignal): UpstreamAttempt {
   if (signal.aborted) return failure('aborted', String(signal.reason))
-  if (error instanceof RequestError) {
-    if (error.name === 'TimeoutError') return failure('timeout', error.message)
-    return failure('connection_error', error.code)
-  }
-  return failure('connection_error', String(error))
+  if (error instanceof TimeoutError) return failure('timeout', error.message)
+  return failure('connection_error', error.code)
 }
 
 /** Reads the body, giving up as soon as it grows past `maxBytes` so a huge body is never buffered. */
@@ -107,7 +105,7 @@ export function createUpstreamClient (url: string, maxBodyBytes: number): Upstre
       return isJson(text) ? { ok: true, value: text } : failure('invalid_json', 'body is not JSON')
     } catch (error) {
       stream.destroy()
-      return classifyError(error, signal)
+      return classifyError(error as RequestError, signal)
     }
   }
 

@@ -1,0 +1,51 @@
+import t from 'tap'
+import { loadConfig } from '../../lib/config.js'
+
+t.test('defaults match SPEC §3', async (t) => {
+  t.same(loadConfig({}), {
+    PORT: 8080,
+    HOST: '127.0.0.1',
+    UPSTREAM_URL: '',
+    HEDGE_DELAY_MS: 300,
+    HEDGE_REQUESTS: 2,
+    MAX_TIMEOUT_MS: 60000,
+    MAX_BODY_BYTES: 1048576,
+    LOG_LEVEL: 'info'
+  })
+})
+
+t.test('values from the environment are parsed and unknown variables ignored', async (t) => {
+  const config = loadConfig({
+    PORT: '9000',
+    HOST: '0.0.0.0',
+    UPSTREAM_URL: 'https://work.example.com/api',
+    HEDGE_DELAY_MS: '0',
+    HEDGE_REQUESTS: '5',
+    MAX_TIMEOUT_MS: '1000',
+    MAX_BODY_BYTES: '10',
+    LOG_LEVEL: 'debug',
+    PATH: '/usr/bin'
+  })
+  t.match(config, { PORT: 9000, HOST: '0.0.0.0', UPSTREAM_URL: 'https://work.example.com/api', HEDGE_DELAY_MS: 0, HEDGE_REQUESTS: 5, MAX_TIMEOUT_MS: 1000, MAX_BODY_BYTES: 10, LOG_LEVEL: 'debug' })
+  t.notOk('PATH' in config)
+})
+
+t.test('an invalid value stops start-up with a message naming the variable', async (t) => {
+  const cases: Array<[Record<string, string>, RegExp]> = [
+    [{ PORT: 'eighty' }, /PORT must be integer/],
+    [{ PORT: '70000' }, /PORT must be <= 65535/],
+    [{ HEDGE_DELAY_MS: '-1' }, /HEDGE_DELAY_MS must be >= 0/],
+    [{ HEDGE_DELAY_MS: '1.5' }, /HEDGE_DELAY_MS must be integer/],
+    [{ HEDGE_REQUESTS: '11' }, /HEDGE_REQUESTS must be <= 10/],
+    [{ MAX_TIMEOUT_MS: '0' }, /MAX_TIMEOUT_MS must be >= 1/],
+    [{ MAX_TIMEOUT_MS: '2147483648' }, /MAX_TIMEOUT_MS must be <= 2147483647/],
+    [{ MAX_BODY_BYTES: 'lots' }, /MAX_BODY_BYTES must be integer/],
+    [{ UPSTREAM_URL: 'ftp://example.com' }, /UPSTREAM_URL/],
+    [{ UPSTREAM_URL: 'localhost:8081' }, /UPSTREAM_URL/],
+    [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL/],
+    [{ HOST: '' }, /HOST must NOT have fewer than 1 characters/]
+  ]
+  for (const [environment, message] of cases) {
+    t.throws(() => loadConfig(environment), message, JSON.stringify(environment))
+  }
+})

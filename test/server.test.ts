@@ -1,0 +1,67 @@
+import t, { type Test } from 'tap'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { startScriptedUpstream } from './helpers/scripted-upstream.js'
+import { call } from './helpers/service.js'
+
+interface ServerProcess {
+  child: ChildProcess
+  output (): string
+  exited: Promise<number | null>
+}
+
+/** Runs server.ts in a real child process, as `npm start` runs its compiled twin. */
+function runServer (environment: Record<string, string>, extraNodeArgs: string[] = []): ServerProcess {
+  const child = spawn(process.execPath, [...process.execArgv, ...extraNodeArgs, 'server.ts'], {
+    env: { ...process.env, PORT: '0', ...environment },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let output = ''
+  child.stdout?.on('data', (chunk: Buffer) => { output += chunk.toString() })
+  child.stderr?.on('data', (chunk: Buffer) => { output += chunk.toString() })
+  const exited = once(child, 'exit').then(([code]) => code as number | null)
+  return { child, output: () => output, exited }
+}
+
+async function listeningUrl (t: Test, server: ServerProcess): Promise<string> {
+  const deadline = Date.now() + 20_000
+  while (Date.now() < deadline) {
+    const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(server.output())
+    if (match?.[1] !== undefined) return match[1]
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  t.fail(`server did not start:\n${server.output()}`)
+  throw new Error('server did not start')
+}
+
+t.test('invalid configuration stops start-up with a message naming the variable', async (t) => {
+  const server = runServer({ HEDGE_DELAY_MS: 'soon' })
+  t.equal(await server.exited, 1)
+  t.match(server.output(), 'Invalid configuration: env/HEDGE_DELAY_MS must be integer')
+})
+
+t.test('serves /api/smart, logs one summary line per request, and exits 0 on SIGTERM', async (t) => {
+  const upstream = await startScriptedUpstream(() => ({ kind: 'json', body: { time: 5 } }))
+  t.teardown(() => upstream.close())
+  const server = runServer({ UPSTREAM_URL: upstream.url, LOG_LEVEL: 'info' })
+  const url = await listeningUrl(t, server)
+  const answer = await call(`${url}/api/smart?timeout=1000`)
+  t.same(answer.json, { success: true, response: { time: 5 } })
+  server.child.kill('SIGTERM')
+  t.equal(await server.exited, 0)
+  const lines = server.output().trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>)
+  t.match(lines.filter((line) => line.msg === 'smart request'),
+    [{ level: 30, statusCode: 200, outcome: 'success', attempts: 1, winner: 1 }], 'exactly one line for the request')
+  t.match(lines.at(-1), { msg: 'closing', signal: 'SIGTERM' })
+})
+
+t.test('an unexpected crash is logged and the server still closes cleanly', async (t) => {
+  const upstream = await startScriptedUpstream(() => ({ kind: 'json' }))
+  t.teardown(() => upstream.close())
+  // A bug thrown outside any request, as a stray timer would.
+  const crash = '--import=data:text/javascript,setTimeout(()=>{throw new Error("injected crash")},1500)'
+  const server = runServer({ UPSTREAM_URL: upstream.url, LOG_LEVEL: 'info' }, [crash])
+  await listeningUrl(t, server)
+  t.equal(await server.exited, 1)
+  t.match(server.output(), /"level":50.*injected crash.*"msg":"closing after an error"/)
+})
