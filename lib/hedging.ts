@@ -14,7 +14,7 @@
 /** What one attempt reports. Attempts do not throw: a failure is a value with a reason. */
 export type AttemptOutcome<T, Reason extends string = string> =
   | { ok: true, value: T }
-  | { ok: false, reason: Reason, detail?: string }
+  | { ok: false, reason: Reason, detail: string }
 
 /** Starts attempt number `attempt` (1-based); it must stop its work when `signal` aborts. */
 export type StartAttempt<T, Reason extends string = string> =
@@ -37,13 +37,14 @@ export interface AttemptRecord<Reason extends string = string> {
   endedAt?: number
   /** Undefined only while the attempt is running. */
   result?: AttemptResult<Reason>
+  /** Why a failed attempt failed, in words. */
   detail?: string
 }
 
 export type HedgeResult<T, Reason extends string = string> =
   | { kind: 'success', value: T, winner: number, attempts: AttemptRecord<Reason>[] }
   | { kind: 'deadline', attempts: AttemptRecord<Reason>[] }
-  | { kind: 'all_failed', attempts: AttemptRecord<Reason>[] }
+  | { kind: 'all_failed', attempts: AttemptRecord<Reason>[], failures: string[] }
   | { kind: 'cancelled', attempts: AttemptRecord<Reason>[] }
 
 export interface HedgeOptions<T, Reason extends string = string> {
@@ -73,7 +74,7 @@ export function hedgedCall<T, Reason extends string = string> (
     const controllers: AbortController[] = []
     const attempts: AttemptRecord<Reason>[] = []
     let decided = false
-    let failures = 0
+    const failures: string[] = []
     let hedgeTimer: NodeJS.Timeout | undefined
 
     const decide = (result: HedgeResult<T, Reason>, abortCause: AbortCause): void => {
@@ -102,14 +103,14 @@ export function hedgedCall<T, Reason extends string = string> (
         return
       }
       record.result = outcome.reason
-      if (outcome.detail !== undefined) record.detail = outcome.detail
-      failures++
+      record.detail = outcome.detail
+      failures.push(outcome.detail)
       if (attempts.length < maxAttempts) {
         fireHedges()
-      } else if (failures === attempts.length) {
+      } else if (failures.length === attempts.length) {
         // An attempt's own timer may expire together with the deadline: that is still a deadline.
-        const kind = elapsed() >= budgetMs ? 'deadline' : 'all_failed'
-        decide({ kind, attempts }, kind === 'deadline' ? 'deadline' : 'lost')
+        if (elapsed() >= budgetMs) decide({ kind: 'deadline', attempts }, 'deadline')
+        else decide({ kind: 'all_failed', attempts, failures }, 'lost')
       }
     }
 

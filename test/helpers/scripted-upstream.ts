@@ -39,6 +39,19 @@ export interface ScriptedUpstream {
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
+/** Waits until the response can take more data, or is gone; leaves no listener behind. */
+function drainOrClose (res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done)
+      res.off('close', done)
+      resolve()
+    }
+    res.on('drain', done)
+    res.on('close', done)
+  })
+}
+
 async function perform (behaviour: UpstreamBehaviour, req: IncomingMessage, res: ServerResponse,
   record: UpstreamRequest): Promise<void> {
   const write = (chunk: string | Buffer): boolean => {
@@ -80,7 +93,7 @@ async function perform (behaviour: UpstreamBehaviour, req: IncomingMessage, res:
       res.writeHead(200, headers)
       const chunk = Buffer.alloc(64 * 1024, 0x31)
       while (record.bytesWritten < behaviour.bytes && !res.destroyed) {
-        if (!write(chunk)) await Promise.race([once(res, 'drain'), once(res, 'close')])
+        if (!write(chunk)) await drainOrClose(res)
       }
       if (!res.destroyed) res.end()
       return

@@ -89,7 +89,7 @@ t.test('never more than 1 + hedgeRequests attempts, and all failing gives all_fa
   await sleep(5)
   for (const attempt of started) attempt.fail('http_error')
   const result = await call
-  t.equal(result.kind, 'all_failed')
+  t.match(result, { kind: 'all_failed', failures: ['attempt 1: http_error', 'attempt 2: http_error', 'attempt 3: http_error'] })
   t.equal(started.length, 3)
   t.match(result.attempts.map((a) => a.detail), ['attempt 1: http_error', 'attempt 2: http_error', 'attempt 3: http_error'])
 })
@@ -126,7 +126,7 @@ t.test('an attempt failing together with the deadline is still a deadline, not a
     budgetMs: 30,
     // Its own timer ends with the deadline, as the upstream client's does; it reports at 40 ms,
     // but the deadline timer (30 ms) is earlier, so the call must already be decided.
-    startAttempt: () => { calls++; return sleep(40).then(() => ({ ok: false, reason: 'timeout' })) }
+    startAttempt: () => { calls++; return sleep(40).then(() => ({ ok: false, reason: 'timeout', detail: 'attempt timed out' })) }
   })
   t.equal(result.kind, 'deadline')
   t.equal(calls, 1)
@@ -142,7 +142,7 @@ t.test('a failure reported after the budget is classed as deadline even if the t
     startAttempt: async () => {
       const until = performance.now() + 25
       while (performance.now() < until) { /* busy: simulates a saturated event loop */ }
-      return { ok: false, reason: 'timeout' }
+      return { ok: false, reason: 'timeout', detail: 'attempt timed out' }
     }
   })
   t.equal(result.kind, 'deadline')

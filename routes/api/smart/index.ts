@@ -51,7 +51,7 @@ const smartRoute: FastifyPluginAsyncTypebox = async (fastify) => {
         throw new DeadlineExceededError(timeoutMs)
       case 'all_failed':
         throw fastify.httpErrors.badGateway(
-          `Every upstream attempt failed: ${result.attempts.map((a) => a.detail ?? a.result).join('; ')}.`
+          `Every upstream attempt failed: ${result.failures.join('; ')}.`
         )
       case 'cancelled':
         throw new ClientClosedRequestError()
