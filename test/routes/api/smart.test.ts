@@ -99,6 +99,21 @@ t.test('408: the deadline holds when the upstream never answers, and every attem
   }
 })
 
+t.test('408: the deadline counts from the arrival of the request, not from the start of the handler', async (t) => {
+  const upstream = await startScriptedUpstream(() => ({ kind: 'hang' }))
+  // A slow hook before the handler, as a busy auth or rate-limit step would be.
+  const service = await startService({ UPSTREAM_URL: upstream.url }, (app) => {
+    app.addHook('onRequest', async () => { await new Promise((resolve) => setTimeout(resolve, 200)) })
+  })
+  t.teardown(async () => {
+    await service.app.close()
+    await upstream.close()
+  })
+  const answer = await call(`${service.url}/api/smart?timeout=500`)
+  assertErrorBody(t, answer, 408)
+  t.ok(answer.elapsedMs <= 500 + DEADLINE_MARGIN_MS, `answered at ${answer.elapsedMs.toFixed(1)} ms, not 700`)
+})
+
 t.test('408: a timeout shorter than the hedge delay never hedges', async (t) => {
   const { smart, upstream } = await setup(t, () => ({ kind: 'hang' }))
   const answer = await smart('?timeout=100')
