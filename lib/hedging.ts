@@ -71,10 +71,11 @@ export function hedgedCall<T, Reason extends string = string> (
     const maxAttempts = 1 + hedgeRequests
     const startTime = performance.now()
     const elapsed = (): number => performance.now() - startTime
-    const controllers: AbortController[] = []
     const attempts: AttemptRecord<Reason>[] = []
-    let decided = false
+    /** Attempts still working, each with the controller that stops it. */
+    const running = new Map<AttemptRecord<Reason>, AbortController>()
     const failures: string[] = []
+    let decided = false
     let hedgeTimer: NodeJS.Timeout | undefined
 
     const decide = (result: HedgeResult<T, Reason>, abortCause: AbortCause): void => {
@@ -83,19 +84,20 @@ export function hedgedCall<T, Reason extends string = string> (
       clearTimeout(deadlineTimer)
       cancelSignal?.removeEventListener('abort', onCancel)
       const now = elapsed()
-      const stillRunning = attempts.filter((record) => record.result === undefined)
-      for (const record of stillRunning) {
+      for (const record of running.keys()) {
         record.result = 'aborted'
         record.endedAt = now
       }
       resolve(result)
       // The answer goes out first; tearing down the losers must not delay it, but happens before
       // anything else can run, so no attempt outlives the call. Finished attempts are left alone.
-      for (const record of stillRunning) controllers[record.attempt - 1]?.abort(abortCause)
+      for (const controller of running.values()) controller.abort(abortCause)
+      running.clear()
     }
 
     const onOutcome = (record: AttemptRecord<Reason>, outcome: AttemptOutcome<T, Reason | 'error'>): void => {
       if (decided) return
+      running.delete(record)
       record.endedAt = elapsed()
       if (outcome.ok) {
         record.result = 'success'
@@ -107,7 +109,7 @@ export function hedgedCall<T, Reason extends string = string> (
       failures.push(outcome.detail)
       if (attempts.length < maxAttempts) {
         fireHedges()
-      } else if (failures.length === attempts.length) {
+      } else if (running.size === 0) {
         // An attempt's own timer may expire together with the deadline: that is still a deadline.
         if (elapsed() >= budgetMs) decide({ kind: 'deadline', attempts }, 'deadline')
         else decide({ kind: 'all_failed', attempts, failures }, 'lost')
@@ -118,15 +120,15 @@ export function hedgedCall<T, Reason extends string = string> (
       const record: AttemptRecord<Reason> = { attempt: attempts.length + 1, startedAt: elapsed() }
       const controller = new AbortController()
       attempts.push(record)
-      controllers.push(controller)
-      let running: Promise<AttemptOutcome<T, Reason>>
+      running.set(record, controller)
+      let outcome: Promise<AttemptOutcome<T, Reason>>
       try {
-        running = startAttempt(controller.signal, record.attempt)
+        outcome = startAttempt(controller.signal, record.attempt)
       } catch (error) {
-        running = Promise.reject(error)
+        outcome = Promise.reject(error)
       }
-      running.then(
-        (outcome) => onOutcome(record, outcome),
+      outcome.then(
+        (reported) => onOutcome(record, reported),
         (error: unknown) => onOutcome(record, { ok: false, reason: 'error', detail: String(error) })
       )
     }
@@ -139,7 +141,7 @@ export function hedgedCall<T, Reason extends string = string> (
     const onCancel = (): void => decide({ kind: 'cancelled', attempts }, 'cancelled')
 
     const deadlineTimer = setTimeout(() => decide({ kind: 'deadline', attempts }, 'deadline'), budgetMs)
-    if (cancelSignal?.aborted) {
+    if (cancelSignal?.aborted === true) {
       onCancel()
       return
     }
@@ -150,6 +152,7 @@ export function hedgedCall<T, Reason extends string = string> (
     }
     cancelSignal?.addEventListener('abort', onCancel, { once: true })
     launch()
-    if (!decided && maxAttempts > 1) hedgeTimer = setTimeout(fireHedges, hedgeDelayMs)
+    // Outcomes arrive asynchronously, so nothing is decided yet here.
+    if (maxAttempts > 1) hedgeTimer = setTimeout(fireHedges, hedgeDelayMs)
   })
 }
