@@ -1,0 +1,53 @@
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { readFileSync } from 'node:fs'
+import { createServer, type AddressInfo } from 'node:net'
+import { call } from './helpers/service.js'
+
+interface PackageJson { scripts: Record<string, string> }
+
+async function freePort (): Promise<string> {
+  const server = createServer().listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as AddressInfo
+  server.close()
+  return String(port)
+}
+
+/**
+ * `npm run dev` = tsc --watch plus the `dev:start` script (fastify-cli on the compiled app).
+ * This runs `dev:start`'s own flags on the TypeScript source, without the file watcher, and checks
+ * that fastify-cli picks up the app's server options, its plugins and routes, and prints pretty logs.
+ */
+t.test('the fastify-cli dev server runs the app with its options and pretty logs', async (t) => {
+  const { scripts } = JSON.parse(readFileSync('package.json', 'utf8')) as PackageJson
+  const devStart = scripts['dev:start'] ?? ''
+  t.match(devStart, /^fastify start .*-w .*-o .*-P .*dist\/app\.js$/, 'watch, app options, pretty logs')
+  const port = await freePort()
+  const args = devStart.split(' ').slice(2)
+    .filter((arg) => arg !== '-w' && !arg.startsWith('--ignore-watch'))
+    .map((arg) => arg.replace('${PORT:-8080}', port).replace('dist/app.js', 'app.ts'))
+  const child = spawn(process.execPath, [...process.execArgv, 'node_modules/fastify-cli/cli.js', 'start', ...args], {
+    env: { ...process.env, UPSTREAM_URL: 'http://127.0.0.1:9/', FORCE_COLOR: '0' },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let output = ''
+  child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
+  child.stderr.on('data', (chunk: Buffer) => { output += chunk.toString() })
+  const exited = once(child, 'exit')
+  t.teardown(() => { child.kill('SIGKILL') })
+
+  const deadline = Date.now() + 20_000
+  while (!output.includes('Server listening at') && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  t.match(output, /INFO.*Server listening at http:\/\/127\.0\.0\.1:\d+/, 'pretty, human-readable log lines')
+  const base = `http://127.0.0.1:${port}`
+  t.equal((await call(`${base}/health`)).status, 200)
+  const tooLarge = await call(`${base}/api/smart?timeout=99999999`)
+  t.equal(tooLarge.json?.message, 'Timeout has to be at most 60000 milliseconds.', 'the Ajv keyword from the app options is active')
+  t.equal((await call(`${base}/api/smart?timeout=1000`)).status, 502, 'routes and the upstream client are loaded')
+  child.kill('SIGTERM')
+  await exited
+})
