@@ -27,7 +27,7 @@ t.test('the fastify-cli dev server runs the app with its options and pretty logs
   const port = await freePort()
   const args = devStart.split(' ').slice(2)
     .filter((arg) => arg !== '-w' && !arg.startsWith('--ignore-watch'))
-    .map((arg) => arg.replace('${PORT:-8080}', port).replace('dist/app.js', 'app.ts'))
+    .map((arg) => arg.replace(/^\$\{PORT:-8080\}$/, port).replace('dist/app.js', 'app.ts'))
   const child = spawn(process.execPath, [...process.execArgv, 'node_modules/fastify-cli/cli.js', 'start', ...args], {
     env: { ...process.env, UPSTREAM_URL: 'http://127.0.0.1:9/', FORCE_COLOR: '0' },
     stdio: ['ignore', 'pipe', 'pipe']
