@@ -3,7 +3,7 @@ import type { FastifyReply } from 'fastify'
 import { hedgedCall, type HedgeResult } from '../../../lib/hedging.js'
 import { ClientClosedRequestError, DeadlineExceededError } from '../../../lib/errors.js'
 import type { AttemptFailure } from '../../../plugins/upstream-client.js'
-import { smartQuerySchema, timeoutErrorMessage } from './schema.js'
+import { RawJson, serializeSmartAnswer, smartQuerySchema, smartResponseSchemas, timeoutErrorMessage } from './schema.js'
 
 type SmartResult = HedgeResult<string, AttemptFailure>
 
@@ -26,8 +26,9 @@ const smartRoute: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.decorateRequest('hedgeResult', null)
 
   fastify.get('/', {
-    schema: { querystring: smartQuerySchema(MAX_TIMEOUT_MS) },
+    schema: { querystring: smartQuerySchema(MAX_TIMEOUT_MS), response: smartResponseSchemas(MAX_TIMEOUT_MS) },
     schemaErrorFormatter: (errors) => new Error(timeoutErrorMessage(errors, MAX_TIMEOUT_MS)),
+    serializerCompiler: serializeSmartAnswer,
     onResponse: async (request, reply) => logSummary(request.hedgeResult, reply)
   }, async (request, reply) => {
     const timeoutMs = request.query.timeout === undefined ? MAX_TIMEOUT_MS : Number(request.query.timeout)
@@ -45,8 +46,7 @@ const smartRoute: FastifyPluginAsyncTypebox = async (fastify) => {
     request.hedgeResult = result
     switch (result.kind) {
       case 'success':
-        // The upstream's JSON goes out byte for byte: it was parsed to validate it, never re-serialised.
-        return reply.type('application/json').send(`{"success":true,"response":${result.value}}`)
+        return { success: true as const, response: new RawJson(result.value) }
       case 'deadline':
         throw new DeadlineExceededError(timeoutMs)
       case 'all_failed':
