@@ -2,9 +2,11 @@ import AutoLoad from '@fastify/autoload'
 import fp from 'fastify-plugin'
 import Fastify, { LogController, type FastifyInstance, type FastifyPluginAsync, type FastifyServerOptions } from 'fastify'
 import { join } from 'node:path'
+import type { DestinationStream } from 'pino'
 import { decimalMaximum } from './lib/decimal-maximum.js'
 import type { Config } from './lib/config.js'
 import type { ConfigPluginOptions } from './plugins/config.js'
+import { requestIdOf } from './plugins/request-id.js'
 
 export type AppOptions = ConfigPluginOptions
 
@@ -22,15 +24,20 @@ export default app
 /** Server options the app needs; fastify-cli reads this export too (`fastify start --options`). */
 export const options: FastifyServerOptions = {
   ajv: { plugins: [decimalMaximum] },
+  // The caller's x-request-id (when acceptable) or a new UUID: on every log line, echoed, sent upstream.
+  genReqId: requestIdOf,
   // The shutdown plugin answers requests that arrive while closing, in the service's JSON error shape.
   return503OnClosing: false
 }
 
-/** The production server: the app plus logging at the configured level, one summary line per request. */
-export function buildServer (config: Config): FastifyInstance {
+/**
+ * The production server: the app plus logging at the configured level, one summary line per request.
+ * Logs go to stdout unless another destination is given.
+ */
+export function buildServer (config: Config, logDestination?: DestinationStream): FastifyInstance {
   const server = Fastify({
     ...options,
-    logger: { level: config.LOG_LEVEL },
+    logger: { level: config.LOG_LEVEL, stream: logDestination },
     // The routes log one summary line per request; Fastify's own two lines per request would be noise.
     logController: new LogController({ disableRequestLogging: true })
   })

@@ -14,7 +14,8 @@ async function start (): Promise<void> {
 
   const server = buildServer(config)
 
-  closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
+  // A second signal, or requests still running after SHUTDOWN_GRACE_MS, end the process at once (exit 1).
+  closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
     if (err !== undefined) server.log.error({ err }, 'closing after an error')
     else server.log.info({ signal }, 'closing')
     await server.close()

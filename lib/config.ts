@@ -19,10 +19,18 @@ export const ConfigSchema = Type.Object({
   LOG_LEVEL: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
     { default: 'info' }
-  )
+  ),
+  // After SIGTERM/SIGINT, requests in flight get this long to finish before the process exits anyway.
+  SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 0, maximum: LARGEST_TIMER_MS, default: 30000 }),
+  // Load shedding: answer 503 at once while the event loop lags more than this (0 turns the check off).
+  OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ minimum: 0, maximum: LARGEST_TIMER_MS, default: 100 }),
+  // ... or while the event loop is busier than this share of the time (0 turns the check off).
+  OVERLOAD_MAX_EVENT_LOOP_UTILIZATION: Type.Number({ minimum: 0, maximum: 1, default: 0 }),
+  // The Retry-After (seconds) sent with every 503.
+  RETRY_AFTER_SECONDS: Type.Integer({ minimum: 1, maximum: 3600, default: 1 })
 })
 
-export type Config = Static<typeof ConfigSchema> & { LOG_LEVEL: string }
+export type Config = Static<typeof ConfigSchema>
 
 /**
  * Validates the given environment (process.env by default) and returns the typed configuration.

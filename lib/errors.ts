@@ -10,9 +10,12 @@ export class DeadlineExceededError extends Error {
   }
 }
 
+/** nginx's status for "the client closed the connection before the answer": logs and metrics use it. */
+export const CLIENT_CLOSED_REQUEST = 499
+
 /** The client hung up before the answer was ready: there is nobody left to answer. */
 export class ClientClosedRequestError extends Error {
-  readonly statusCode = 499
+  readonly statusCode = CLIENT_CLOSED_REQUEST
 
   constructor () {
     super('The client closed the connection before the answer was ready.')

@@ -29,14 +29,14 @@ export type AttemptResult<Reason extends string> = Reason | 'success' | 'error' 
 /** Why the call aborted the attempts still running; it is the AbortSignal's `reason`. */
 export type AbortCause = 'lost' | 'deadline' | 'cancelled'
 
+/** How one attempt went, once the call is decided. */
 export interface AttemptRecord<Reason extends string = string> {
   attempt: number
   /** Milliseconds after the call began. */
   startedAt: number
-  /** Milliseconds after the call began; undefined only while the attempt is running. */
-  endedAt?: number
-  /** Undefined only while the attempt is running. */
-  result?: AttemptResult<Reason>
+  /** Milliseconds after the call began: when it reported, or when the decision aborted it. */
+  endedAt: number
+  result: AttemptResult<Reason>
   /** Why a failed attempt failed, in words. */
   detail?: string
 }
@@ -71,43 +71,41 @@ export function hedgedCall<T, Reason extends string = string> (
     const maxAttempts = 1 + hedgeRequests
     const startTime = performance.now()
     const elapsed = (): number => performance.now() - startTime
+    /** Attempts that have ended; completed with the aborted ones when the call is decided. */
     const attempts: AttemptRecord<Reason>[] = []
-    /** Attempts still working, each with the controller that stops it. */
-    const running = new Map<AttemptRecord<Reason>, AbortController>()
+    /** Attempts still working, by number: when each started and the controller that stops it. */
+    const running = new Map<number, { startedAt: number, controller: AbortController }>()
     const failures: string[] = []
-    let decided = false
+    let launched = 0
     let hedgeTimer: NodeJS.Timeout | undefined
 
     const decide = (result: HedgeResult<T, Reason>, abortCause: AbortCause): void => {
-      decided = true
       clearTimeout(hedgeTimer)
       clearTimeout(deadlineTimer)
       cancelSignal?.removeEventListener('abort', onCancel)
       const now = elapsed()
-      for (const record of running.keys()) {
-        record.result = 'aborted'
-        record.endedAt = now
-      }
+      for (const [attempt, { startedAt }] of running) attempts.push({ attempt, startedAt, endedAt: now, result: 'aborted' })
+      attempts.sort((a, b) => a.attempt - b.attempt)
       resolve(result)
       // The answer goes out first; tearing down the losers must not delay it, but happens before
       // anything else can run, so no attempt outlives the call. Finished attempts are left alone.
-      for (const controller of running.values()) controller.abort(abortCause)
+      for (const { controller } of running.values()) controller.abort(abortCause)
       running.clear()
     }
 
-    const onOutcome = (record: AttemptRecord<Reason>, outcome: AttemptOutcome<T, Reason | 'error'>): void => {
-      if (decided) return
-      running.delete(record)
-      record.endedAt = elapsed()
+    const onOutcome = (attempt: number, outcome: AttemptOutcome<T, Reason | 'error'>): void => {
+      const startedAt = running.get(attempt)?.startedAt
+      // Not running any more means the call is decided: a late outcome changes nothing.
+      if (startedAt === undefined) return
+      running.delete(attempt)
       if (outcome.ok) {
-        record.result = 'success'
-        decide({ kind: 'success', value: outcome.value, winner: record.attempt, attempts }, 'lost')
+        attempts.push({ attempt, startedAt, endedAt: elapsed(), result: 'success' })
+        decide({ kind: 'success', value: outcome.value, winner: attempt, attempts }, 'lost')
         return
       }
-      record.result = outcome.reason
-      record.detail = outcome.detail
+      attempts.push({ attempt, startedAt, endedAt: elapsed(), result: outcome.reason, detail: outcome.detail })
       failures.push(outcome.detail)
-      if (attempts.length < maxAttempts) {
+      if (launched < maxAttempts) {
         fireHedges()
       } else if (running.size === 0) {
         // An attempt's own timer may expire together with the deadline: that is still a deadline.
@@ -117,25 +115,24 @@ export function hedgedCall<T, Reason extends string = string> (
     }
 
     const launch = (): void => {
-      const record: AttemptRecord<Reason> = { attempt: attempts.length + 1, startedAt: elapsed() }
+      const attempt = ++launched
       const controller = new AbortController()
-      attempts.push(record)
-      running.set(record, controller)
+      running.set(attempt, { startedAt: elapsed(), controller })
       let outcome: Promise<AttemptOutcome<T, Reason>>
       try {
-        outcome = startAttempt(controller.signal, record.attempt)
+        outcome = startAttempt(controller.signal, attempt)
       } catch (error) {
         outcome = Promise.reject(error)
       }
       outcome.then(
-        (reported) => onOutcome(record, reported),
-        (error: unknown) => onOutcome(record, { ok: false, reason: 'error', detail: String(error) })
+        (reported) => onOutcome(attempt, reported),
+        (error: unknown) => onOutcome(attempt, { ok: false, reason: 'error', detail: String(error) })
       )
     }
 
     const fireHedges = (): void => {
       clearTimeout(hedgeTimer)
-      while (attempts.length < maxAttempts) launch()
+      for (let attempt = launched + 1; attempt <= maxAttempts; attempt++) launch()
     }
 
     const onCancel = (): void => decide({ kind: 'cancelled', attempts }, 'cancelled')

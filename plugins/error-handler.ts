@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import { STATUS_CODES } from 'node:http'
 import type { FastifyError, FastifyReply } from 'fastify'
+import { CLIENT_CLOSED_REQUEST } from '../lib/errors.js'
 
 /** The JSON body of every error this service sends: Fastify's error shape plus `success: false`. */
 export interface ErrorBody {
@@ -10,7 +11,7 @@ export interface ErrorBody {
   message: string
 }
 
-const NON_STANDARD_STATUS_NAMES: Record<number, string> = { 499: 'Client Closed Request' }
+const NON_STANDARD_STATUS_NAMES: Record<number, string> = { [CLIENT_CLOSED_REQUEST]: 'Client Closed Request' }
 
 export function errorBody (statusCode: number, message: string): ErrorBody {
   const error = STATUS_CODES[statusCode] ?? NON_STANDARD_STATUS_NAMES[statusCode] ?? 'Error'

@@ -5,6 +5,7 @@ import { Agent as HttpsAgent } from 'node:https'
 import { once } from 'node:events'
 import type { AttemptOutcome } from '../lib/hedging.js'
 import { startSimulator } from '../simulator/simulator.js'
+import { REQUEST_ID_HEADER } from './request-id.js'
 
 /** Why one upstream attempt did not produce a usable answer. */
 export type AttemptFailure =
@@ -22,7 +23,7 @@ export interface UpstreamClient {
   /** The endpoint every attempt calls. */
   readonly url: string
   /** One GET to the upstream, stopped by `signal` or after `timeoutMs`; never rejects. */
-  attempt (signal: AbortSignal, timeoutMs: number): Promise<UpstreamAttempt>
+  attempt (signal: AbortSignal, timeoutMs: number, requestId: string): Promise<UpstreamAttempt>
 }
 
 declare module 'fastify' {
@@ -81,8 +82,13 @@ export function createUpstreamClient (url: string, maxBodyBytes: number): Upstre
     maxRedirects: MAX_REDIRECTS
   })
 
-  async function attempt (signal: AbortSignal, timeoutMs: number): Promise<UpstreamAttempt> {
-    const stream = client.stream(url, { signal, timeout: { request: timeoutMs } })
+  async function attempt (signal: AbortSignal, timeoutMs: number, requestId: string): Promise<UpstreamAttempt> {
+    const stream = client.stream(url, {
+      signal,
+      timeout: { request: timeoutMs },
+      // The same id as the client's request, so upstream logs can be matched with ours.
+      headers: { [REQUEST_ID_HEADER]: requestId }
+    })
     // Errors the stream raises after the outcome is known (a late reset, a late abort) change nothing,
     // and an unheard 'error' event would crash the process.
     stream.on('error', ignoreLateError)

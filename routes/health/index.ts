@@ -1,8 +1,9 @@
 import type { FastifyPluginAsync } from 'fastify'
+import { notShedUnderLoad } from '../../lib/probes.js'
 
-/** Liveness: answers 200 while the process can serve requests. */
+/** Liveness: answers 200 while the process can serve requests, busy or not. */
 const healthRoute: FastifyPluginAsync = async (fastify) => {
-  fastify.get('/', async () => ({ status: 'ok' }))
+  fastify.get('/', { config: notShedUnderLoad }, async () => ({ status: 'ok' }))
 }
 
 export default healthRoute

@@ -7,16 +7,19 @@ export interface RunningService {
   app: FastifyInstance
   /** Base URL, e.g. http://127.0.0.1:41234 */
   url: string
+  /** Every log line written so far, parsed (nothing unless LOG_LEVEL is set: the default is silent). */
+  logs: Array<Record<string, unknown>>
 }
 
-/** Starts the whole service, as server.ts does, on an ephemeral loopback port. */
+/** Starts the whole service, as server.ts does, on an ephemeral loopback port, capturing its logs. */
 export async function startService (environment: Record<string, string> = {},
   beforeListen?: (app: FastifyInstance) => void): Promise<RunningService> {
   const config = loadConfig({ LOG_LEVEL: 'silent', ...environment })
-  const server = buildServer(config)
+  const logs: Array<Record<string, unknown>> = []
+  const server = buildServer(config, { write: (line: string) => { logs.push(JSON.parse(line) as Record<string, unknown>) } })
   beforeListen?.(server)
   const url = await server.listen({ port: 0, host: '127.0.0.1' })
-  return { app: server, url }
+  return { app: server, url, logs }
 }
 
 export interface ClientAnswer {

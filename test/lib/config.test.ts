@@ -10,7 +10,11 @@ t.test('defaults match SPEC §3', async (t) => {
     HEDGE_REQUESTS: 2,
     MAX_TIMEOUT_MS: 60000,
     MAX_BODY_BYTES: 1048576,
-    LOG_LEVEL: 'info'
+    LOG_LEVEL: 'info',
+    SHUTDOWN_GRACE_MS: 30000,
+    OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: 100,
+    OVERLOAD_MAX_EVENT_LOOP_UTILIZATION: 0,
+    RETRY_AFTER_SECONDS: 1
   })
 })
 
@@ -43,7 +47,11 @@ t.test('an invalid value stops start-up with a message naming the variable', asy
     [{ UPSTREAM_URL: 'ftp://example.com' }, /UPSTREAM_URL/],
     [{ UPSTREAM_URL: 'localhost:8081' }, /UPSTREAM_URL/],
     [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL/],
-    [{ HOST: '' }, /HOST must NOT have fewer than 1 characters/]
+    [{ HOST: '' }, /HOST must NOT have fewer than 1 characters/],
+    [{ SHUTDOWN_GRACE_MS: 'later' }, /SHUTDOWN_GRACE_MS must be integer/],
+    [{ OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '-5' }, /OVERLOAD_MAX_EVENT_LOOP_DELAY_MS must be >= 0/],
+    [{ OVERLOAD_MAX_EVENT_LOOP_UTILIZATION: '1.5' }, /OVERLOAD_MAX_EVENT_LOOP_UTILIZATION must be <= 1/],
+    [{ RETRY_AFTER_SECONDS: '0' }, /RETRY_AFTER_SECONDS must be >= 1/]
   ]
   for (const [environment, message] of cases) {
     t.throws(() => loadConfig(environment), message, JSON.stringify(environment))

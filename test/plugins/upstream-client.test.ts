@@ -13,7 +13,7 @@ async function attemptAgainst (t: Test, behaviour: UpstreamBehaviour,
   })
   const controller = new AbortController()
   if (abortAfterMs !== undefined) setTimeout(() => controller.abort('lost'), abortAfterMs)
-  const outcome = await client.attempt(controller.signal, timeoutMs)
+  const outcome = await client.attempt(controller.signal, timeoutMs, 'test-request-id')
   return { outcome, upstream }
 }
 
@@ -67,8 +67,8 @@ t.test('a successful attempt leaves its keep-alive socket open for the next one'
     await upstream.close()
   })
   const signal = new AbortController().signal
-  t.match(await client.attempt(signal, 1000), { ok: true })
-  t.match(await client.attempt(signal, 1000), { ok: true })
+  t.match(await client.attempt(signal, 1000, 'test-request-id'), { ok: true })
+  t.match(await client.attempt(signal, 1000, 'test-request-id'), { ok: true })
   t.equal(upstream.openSockets(), 1, 'both attempts used one pooled connection')
   client.close()
   await new Promise((resolve) => setTimeout(resolve, 20))

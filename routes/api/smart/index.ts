@@ -1,21 +1,40 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyReply } from 'fastify'
+import type { FastifyRequest } from 'fastify'
 import { hedgedCall, type HedgeResult } from '../../../lib/hedging.js'
-import { ClientClosedRequestError, DeadlineExceededError } from '../../../lib/errors.js'
+import { CLIENT_CLOSED_REQUEST, ClientClosedRequestError, DeadlineExceededError } from '../../../lib/errors.js'
+import { serverTimingHeader } from '../../../lib/server-timing.js'
 import type { AttemptFailure } from '../../../plugins/upstream-client.js'
+import type { RequestOutcome, SmartMetrics } from '../../../plugins/metrics.js'
 import { RawJson, serializeSmartAnswer, smartQuerySchema, smartResponseSchemas, timeoutErrorMessage } from './schema.js'
 
 type SmartResult = HedgeResult<string, AttemptFailure>
 
+/** What the handler learned, kept for the request's log line, metrics and Server-Timing header. */
+interface SmartCall {
+  timeoutMs: number
+  result: SmartResult
+}
+
 declare module 'fastify' {
   interface FastifyRequest {
-    /** How the hedged call ended, kept for the request's summary log line. */
-    hedgeResult: SmartResult | null
+    smartCall: SmartCall | null
   }
 }
 
 /** Methods that exist on the server but not on this resource: they get 405, not 404. */
 const UNSUPPORTED_METHODS = ['POST', 'PUT', 'PATCH', 'DELETE'] as const
+
+const OUTCOME_OF_RESULT: Record<SmartResult['kind'], RequestOutcome> = {
+  success: 'success',
+  deadline: 'timeout',
+  all_failed: 'upstream_error',
+  cancelled: 'client_closed'
+}
+
+/** Requests that never reached the hedged call: rejected by validation, or shed before the handler. */
+function outcomeWithoutCall (statusCode: number): RequestOutcome {
+  return statusCode === 503 ? 'overloaded' : 'invalid'
+}
 
 /**
  * GET /api/smart?timeout=<ms>: calls the upstream on the hedging schedule and answers with the first
@@ -23,13 +42,20 @@ const UNSUPPORTED_METHODS = ['POST', 'PUT', 'PATCH', 'DELETE'] as const
  */
 const smartRoute: FastifyPluginAsyncTypebox = async (fastify) => {
   const { MAX_TIMEOUT_MS, HEDGE_DELAY_MS, HEDGE_REQUESTS } = fastify.config
-  fastify.decorateRequest('hedgeResult', null)
+  const { metrics, upstream } = fastify
+  fastify.decorateRequest('smartCall', null)
 
   fastify.get('/', {
     schema: { querystring: smartQuerySchema(MAX_TIMEOUT_MS), response: smartResponseSchemas(MAX_TIMEOUT_MS) },
     schemaErrorFormatter: (errors) => new Error(timeoutErrorMessage(errors, MAX_TIMEOUT_MS)),
     serializerCompiler: serializeSmartAnswer,
-    onResponse: async (request, reply) => logSummary(request.hedgeResult, reply)
+    onSend: async (request, reply) => {
+      reply.header('server-timing', serverTimingHeader(reply.elapsedTime, request.smartCall?.result.attempts ?? []))
+    },
+    onResponse: async (request, reply) => {
+      // A request whose client left has no response to wait for: the handler recorded it already.
+      if (request.smartCall?.result.kind !== 'cancelled') record(metrics, request, reply.statusCode, reply.elapsedTime)
+    }
   }, async (request, reply) => {
     const timeoutMs = request.query.timeout === undefined ? MAX_TIMEOUT_MS : Number(request.query.timeout)
     // The deadline counts from the request's arrival, not from the handler's start.
@@ -41,19 +67,19 @@ const smartRoute: FastifyPluginAsyncTypebox = async (fastify) => {
       hedgeRequests: HEDGE_REQUESTS,
       cancelSignal: request.signal,
       // Each attempt's own time limit ends at the deadline too, as a second line of defence.
-      startAttempt: (signal) => fastify.upstream.attempt(signal, deadline - performance.now())
+      startAttempt: (signal) => upstream.attempt(signal, deadline - performance.now(), request.id)
     })
-    request.hedgeResult = result
+    request.smartCall = { timeoutMs, result }
     switch (result.kind) {
       case 'success':
         return { success: true as const, response: new RawJson(result.value) }
       case 'deadline':
         throw new DeadlineExceededError(timeoutMs)
       case 'all_failed':
-        throw fastify.httpErrors.badGateway(
-          `Every upstream attempt failed: ${result.failures.join('; ')}.`
-        )
+        throw fastify.httpErrors.badGateway(`Every upstream attempt failed: ${result.failures.join('; ')}.`)
       case 'cancelled':
+        // Nothing will be sent, so Fastify's onResponse hooks will not run for this request.
+        record(metrics, request, CLIENT_CLOSED_REQUEST, reply.elapsedTime)
         throw new ClientClosedRequestError()
     }
   })
@@ -68,14 +94,38 @@ const smartRoute: FastifyPluginAsyncTypebox = async (fastify) => {
   })
 }
 
-function logSummary (result: SmartResult | null, reply: FastifyReply): void {
-  reply.log.info({
-    statusCode: reply.statusCode,
-    outcome: result?.kind ?? 'invalid',
-    attempts: result?.attempts.length ?? 0,
-    winner: result?.kind === 'success' ? result.winner : undefined,
-    responseTimeMs: Math.round(reply.elapsedTime * 10) / 10
+/** One info line per request, each attempt at debug, and the metrics of the request and its attempts. */
+function record (metrics: SmartMetrics, request: FastifyRequest, statusCode: number, elapsedMs: number): void {
+  const call = request.smartCall
+  const outcome = call === null ? outcomeWithoutCall(statusCode) : OUTCOME_OF_RESULT[call.result.kind]
+  const seconds = elapsedMs / 1000
+  metrics.requests.inc({ outcome })
+  metrics.requestDuration.observe({ outcome }, seconds)
+  const attempts = call?.result.attempts ?? []
+  if (attempts.length > 1) metrics.hedges.inc()
+  for (const attempt of attempts) {
+    const durationMs = attempt.endedAt - attempt.startedAt
+    const { result } = attempt
+    metrics.upstreamAttempts.inc({ result })
+    metrics.upstreamAttemptDuration.observe({ result }, durationMs / 1000)
+    request.log.debug({ attempt: attempt.attempt, result, startedAtMs: round(attempt.startedAt), durationMs: round(durationMs), detail: attempt.detail }, 'upstream attempt')
+  }
+  if (call?.result.kind === 'deadline') {
+    metrics.deadlineOvershoot.observe(Math.max(0, elapsedMs - call.timeoutMs) / 1000)
+  }
+  request.log.info({
+    outcome,
+    statusCode,
+    timeoutMs: call?.timeoutMs,
+    attempts: attempts.length,
+    winner: call?.result.kind === 'success' ? call.result.winner : undefined,
+    responseTimeMs: round(elapsedMs)
   }, 'smart request')
+}
+
+/** Tenths of a millisecond are plenty for logs. */
+function round (ms: number): number {
+  return Math.round(ms * 10) / 10
 }
 
 export default smartRoute

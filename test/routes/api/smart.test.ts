@@ -139,6 +139,9 @@ t.test('hedges reach the upstream at ~300 ms and together, and the losers are cl
   t.ok(first?.abandoned, 'attempt 1 (loser) was closed')
   t.ok(third?.abandoned, 'attempt 3 (loser) was closed')
   t.notOk(second?.abandoned, 'the winner finished normally')
+  t.match(answer.headers['server-timing'],
+    /^total;dur=[\d.]+, attempt1;dur=[\d.]+;desc="aborted", attempt2;dur=[\d.]+;desc="200", attempt3;dur=[\d.]+;desc="aborted"$/,
+    'Server-Timing draws the hedge timeline')
   const answeredAt = (second?.closedAt ?? 0)
   t.ok((first?.closedAt ?? Infinity) - answeredAt <= 50, 'loser 1 closed right after the win')
   t.ok((third?.closedAt ?? Infinity) - answeredAt <= 50, 'loser 3 closed right after the win')
@@ -276,6 +279,51 @@ t.test('a client that hangs up aborts every attempt on the upstream', async (t) 
     const after = (request.closedAt ?? Infinity) - hungUpAt
     t.ok(after <= 50, `attempt ${request.n} closed ${after.toFixed(1)} ms after the hang-up`)
   }
+})
+
+t.test('a client that hangs up is logged and counted as client_closed, never as a success', async (t) => {
+  const upstream = await startScriptedUpstream(() => ({ kind: 'hang' }))
+  const service = await startService({ UPSTREAM_URL: upstream.url, LOG_LEVEL: 'info' })
+  t.teardown(async () => {
+    await service.app.close()
+    await upstream.close()
+  })
+  const socket = connect(Number(new URL(service.url).port), '127.0.0.1')
+  await once(socket, 'connect')
+  socket.write('GET /api/smart?timeout=5000 HTTP/1.1\r\nHost: localhost\r\n\r\n')
+  while (upstream.requests.length < 1) await new Promise((resolve) => setTimeout(resolve, 10))
+  socket.destroy()
+  await upstream.allClosed()
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.match(service.logs.filter((line) => line.msg === 'smart request'),
+    [{ outcome: 'client_closed', statusCode: 499, attempts: 1 }])
+  const metrics = await call(`${service.url}/metrics`)
+  t.match(metrics.text, /smart_requests_total\{outcome="client_closed"\} 1/)
+  t.notMatch(metrics.text, /smart_requests_total\{outcome="success"\}/)
+})
+
+t.test('one info line per request, with each attempt at debug', async (t) => {
+  const { smart, service } = await setup(t, (n) => n === 1 ? { kind: 'json', status: 503 } : { kind: 'json', body: { time: 3 } },
+    { LOG_LEVEL: 'debug' })
+  t.equal((await smart('?timeout=1000')).status, 200)
+  t.equal((await smart('?timeout=0')).status, 400)
+  const lines = service.logs.filter((line) => line.reqId !== undefined)
+  const summaries = lines.filter((line) => line.msg === 'smart request')
+  t.match(summaries, [
+    { level: 30, outcome: 'success', statusCode: 200, timeoutMs: 1000, attempts: 3, winner: Number, responseTimeMs: Number },
+    { level: 30, outcome: 'invalid', statusCode: 400, attempts: 0 }
+  ])
+  t.match(lines.filter((line) => line.msg === 'upstream attempt'), [
+    { level: 20, attempt: 1, result: 'http_error', detail: 'status 503', startedAtMs: Number, durationMs: Number },
+    { level: 20, attempt: 2 },
+    { level: 20, attempt: 3 }
+  ])
+
+  const quiet = await setup(t, () => ({ kind: 'json' }), { LOG_LEVEL: 'info' })
+  t.equal((await quiet.smart('?timeout=1000')).status, 200)
+  t.equal((await call(`${quiet.service.url}/health`)).status, 200)
+  t.same(quiet.service.logs.filter((line) => line.reqId !== undefined).map((line) => line.msg), ['smart request'],
+    'at info a healthy request logs one line, and probes none')
 })
 
 t.test('a client that hangs up before the hedge also stops the hedges from firing', async (t) => {

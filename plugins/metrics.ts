@@ -1,0 +1,81 @@
+import fp from 'fastify-plugin'
+import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client'
+
+/** Durations from 1 ms to 60 s, roughly three buckets per decade. */
+const DURATION_BUCKETS_SECONDS = [
+  0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 20, 30, 60
+]
+
+/** Lateness of a 408, from half a millisecond to 10 s. */
+const OVERSHOOT_BUCKETS_SECONDS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10]
+
+/** How a client request to /api/smart ended. */
+export type RequestOutcome = 'success' | 'timeout' | 'upstream_error' | 'invalid' | 'client_closed' | 'overloaded'
+
+export interface SmartMetrics {
+  registry: Registry
+  requests: Counter<'outcome'>
+  upstreamAttempts: Counter<'result'>
+  hedges: Counter
+  requestDuration: Histogram<'outcome'>
+  upstreamAttemptDuration: Histogram<'result'>
+  deadlineOvershoot: Histogram
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    metrics: SmartMetrics
+  }
+}
+
+/** The service's own metrics, with the names dashboards rely on, in a registry of their own. */
+export function createMetrics (): SmartMetrics {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  const registers = [registry]
+  return {
+    registry,
+    requests: new Counter({
+      name: 'smart_requests_total',
+      help: 'Requests to /api/smart by how they ended.',
+      labelNames: ['outcome'],
+      registers
+    }),
+    upstreamAttempts: new Counter({
+      name: 'smart_upstream_attempts_total',
+      help: 'Upstream attempts by how they ended (aborted: still running when the request was decided).',
+      labelNames: ['result'],
+      registers
+    }),
+    hedges: new Counter({
+      name: 'smart_hedges_total',
+      help: 'Times the hedge fired its extra attempts.',
+      registers
+    }),
+    requestDuration: new Histogram({
+      name: 'smart_request_duration_seconds',
+      help: 'Time from the arrival of a request to /api/smart to its answer.',
+      labelNames: ['outcome'],
+      buckets: DURATION_BUCKETS_SECONDS,
+      registers
+    }),
+    upstreamAttemptDuration: new Histogram({
+      name: 'smart_upstream_attempt_duration_seconds',
+      help: 'Duration of each upstream attempt, until it ended or was aborted.',
+      labelNames: ['result'],
+      buckets: DURATION_BUCKETS_SECONDS,
+      registers
+    }),
+    deadlineOvershoot: new Histogram({
+      name: 'smart_deadline_overshoot_seconds',
+      help: "How late each 408 went out compared with the client's deadline.",
+      buckets: OVERSHOOT_BUCKETS_SECONDS,
+      registers
+    })
+  }
+}
+
+/** Decorates `fastify.metrics`; routes/metrics serves them. */
+export default fp(async (fastify) => {
+  fastify.decorate('metrics', createMetrics())
+}, { name: 'metrics' })

@@ -1,0 +1,65 @@
+import t from 'tap'
+import { startScriptedUpstream } from '../helpers/scripted-upstream.js'
+import { call, startService } from '../helpers/service.js'
+
+/** The value of one sample line of the Prometheus text, e.g. `smart_requests_total{outcome="success"}`. */
+function sample (text: string, series: string): number {
+  const line = text.split('\n').find((candidate) => candidate.startsWith(`${series} `))
+  return line === undefined ? 0 : Number(line.slice(series.length + 1))
+}
+
+t.test('a scripted scenario moves every counter by exactly what happened', async (t) => {
+  // Request 1: attempt 1 succeeds at once. Request 2: every attempt hangs until its 400 ms deadline.
+  const upstream = await startScriptedUpstream((n) => n === 1 ? { kind: 'json', body: { time: 1 } } : { kind: 'hang' })
+  const service = await startService({ UPSTREAM_URL: upstream.url })
+  t.teardown(async () => {
+    await service.app.close()
+    await upstream.close()
+  })
+  const before = await call(`${service.url}/metrics`)
+  t.equal(before.status, 200)
+  t.match(before.headers['content-type'], /^text\/plain; version=0\.0\.4/)
+  t.match(before.text, /# TYPE smart_requests_total counter/)
+
+  t.equal((await call(`${service.url}/api/smart?timeout=1000`)).status, 200)
+  t.equal((await call(`${service.url}/api/smart?timeout=400`)).status, 408)
+  t.equal((await call(`${service.url}/api/smart?timeout=abc`)).status, 400)
+
+  const { text } = await call(`${service.url}/metrics`)
+  const expected: Record<string, number> = {
+    'smart_requests_total{outcome="success"}': 1,
+    'smart_requests_total{outcome="timeout"}': 1,
+    'smart_requests_total{outcome="invalid"}': 1,
+    'smart_requests_total{outcome="upstream_error"}': 0,
+    'smart_upstream_attempts_total{result="success"}': 1,
+    'smart_upstream_attempts_total{result="aborted"}': 3,
+    smart_hedges_total: 1,
+    'smart_request_duration_seconds_count{outcome="success"}': 1,
+    'smart_request_duration_seconds_count{outcome="timeout"}': 1,
+    'smart_request_duration_seconds_count{outcome="invalid"}': 1,
+    'smart_upstream_attempt_duration_seconds_count{result="aborted"}': 3,
+    smart_deadline_overshoot_seconds_count: 1
+  }
+  for (const [series, value] of Object.entries(expected)) t.equal(sample(text, series), value, series)
+  t.ok(sample(text, 'smart_deadline_overshoot_seconds_bucket{le="0.1"}') === 1, 'the 408 was less than 100 ms late')
+  t.ok(sample(text, 'smart_request_duration_seconds_bucket{le="0.001",outcome="invalid"}') <= 1)
+  t.match(text, /process_open_fds \d+/, 'default process metrics are included')
+})
+
+t.test('failed attempts are counted by their reason', async (t) => {
+  const upstream = await startScriptedUpstream((n) => n === 1
+    ? { kind: 'json', status: 500 }
+    : n === 2 ? { kind: 'raw', body: 'oops' } : { kind: 'reset' })
+  const service = await startService({ UPSTREAM_URL: upstream.url })
+  t.teardown(async () => {
+    await service.app.close()
+    await upstream.close()
+  })
+  t.equal((await call(`${service.url}/api/smart?timeout=1000`)).status, 502)
+  const { text } = await call(`${service.url}/metrics`)
+  t.equal(sample(text, 'smart_requests_total{outcome="upstream_error"}'), 1)
+  t.equal(sample(text, 'smart_upstream_attempts_total{result="http_error"}'), 1)
+  t.equal(sample(text, 'smart_upstream_attempts_total{result="invalid_json"}'), 1)
+  t.equal(sample(text, 'smart_upstream_attempts_total{result="connection_error"}'), 1)
+  t.equal(sample(text, 'smart_hedges_total'), 1, 'an early failure fires the hedge too')
+})
