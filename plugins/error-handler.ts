@@ -36,15 +36,16 @@ function sendError (reply: FastifyReply, statusCode: number, message: string): F
 
 /**
  * One place decides how failures look on the wire: timeouts become 408, validation 400, HTTP errors
- * keep their status, and anything unexpected is a logged 500 that reveals nothing internal.
+ * keep their status, and anything unexpected is a 500, logged at error, that reveals nothing internal.
  * Unknown routes answer a JSON 404 in the same shape.
  */
 export default fp(async (fastify) => {
   fastify.setErrorHandler((error: FastifyError, request, reply) => {
     const statusCode = statusOf(error)
-    if (statusCode >= 500) {
+    if (statusCode === 500) {
+      // Only a bug gets here: every expected failure (upstream down, overload, shutdown) has its own status.
       request.log.error({ err: error }, 'request failed')
-      return sendError(reply, statusCode, statusCode === 500 ? 'Internal Server Error' : error.message)
+      return sendError(reply, statusCode, 'Internal Server Error')
     }
     return sendError(reply, statusCode, error.message)
   })

@@ -23,6 +23,8 @@ export interface UpstreamRequest {
   abandoned?: boolean
   /** Body bytes the upstream managed to write before the exchange ended. */
   bytesWritten: number
+  /** True when the caller reset the connection (RST) instead of closing it. */
+  reset?: boolean
   headers: IncomingMessage['headers']
 }
 
@@ -121,6 +123,7 @@ export async function startScriptedUpstream (script: (n: number) => UpstreamBeha
   const server = createServer((req, res) => {
     const record: UpstreamRequest = { n: requests.length + 1, arrivedAt: now(), bytesWritten: 0, headers: req.headers }
     requests.push(record)
+    req.socket.once('error', (error: NodeJS.ErrnoException) => { record.reset = error.code === 'ECONNRESET' })
     res.on('close', () => {
       record.closedAt = now()
       record.abandoned = !res.writableFinished

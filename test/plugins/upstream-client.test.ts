@@ -44,11 +44,23 @@ t.test("the attempt's own timeout is reported as timeout and closes the socket",
   t.equal(upstream.requests[0]?.abandoned, true)
 })
 
-t.test('an abort is reported as aborted, with the abort reason, and closes the socket', async (t) => {
+t.test('an abort is reported as aborted, with the abort reason, and resets the connection', async (t) => {
   const { outcome, upstream } = await attemptAgainst(t, { kind: 'hang' }, { abortAfterMs: 50 })
   t.same(outcome, { ok: false, reason: 'aborted', detail: 'lost' })
   await upstream.allClosed()
   t.equal(upstream.requests[0]?.abandoned, true)
+  t.equal(upstream.requests[0]?.reset, true, 'RST, so no TIME_WAIT socket is left behind')
+})
+
+t.test('an attempt given an already aborted signal stops at once', async (t) => {
+  const upstream = await startScriptedUpstream(() => ({ kind: 'hang' }))
+  const client = createUpstreamClient(upstream.url, 1024)
+  t.teardown(async () => {
+    client.close()
+    await upstream.close()
+  })
+  const outcome = await client.attempt(AbortSignal.abort('cancelled'), 5000, 'test-request-id')
+  t.same(outcome, { ok: false, reason: 'aborted', detail: 'cancelled' })
 })
 
 t.test('an abort while the body is streaming also stops the download', async (t) => {
