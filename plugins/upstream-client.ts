@@ -103,6 +103,13 @@ export function createUpstreamClient (url: string, maxBodyBytes: number): Upstre
     stream.on('error', ignoreLateError)
     const abort = (): void => resetAndDestroy(stream)
     signal.addEventListener('abort', abort, { once: true })
+    const outcome = await readOutcome(stream, signal)
+    signal.removeEventListener('abort', abort)
+    return outcome
+  }
+
+  /** Waits for the answer and judges it; never throws. */
+  async function readOutcome (stream: Request, signal: AbortSignal): Promise<UpstreamAttempt> {
     try {
       const [response] = await once(stream, 'response', { signal }) as [PlainResponse]
       if (response.statusCode !== 200) {
@@ -123,8 +130,6 @@ export function createUpstreamClient (url: string, maxBodyBytes: number): Upstre
     } catch (error) {
       stream.destroy()
       return classifyError(error, signal)
-    } finally {
-      signal.removeEventListener('abort', abort)
     }
   }
 

@@ -14,7 +14,8 @@ interface ServerProcess {
 function runServer (environment: Record<string, string>, extraNodeArgs: string[] = []): ServerProcess {
   const child = spawn(process.execPath, [...process.execArgv, ...extraNodeArgs, 'server.ts'], {
     env: { ...process.env, PORT: '0', ...environment },
-    stdio: ['ignore', 'pipe', 'pipe']
+    // The IPC channel lets a test trigger a crash inside the child.
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc']
   })
   let output = ''
   child.stdout?.on('data', (chunk: Buffer) => { output += chunk.toString() })
@@ -58,10 +59,11 @@ t.test('serves /api/smart, logs one summary line per request, and exits 0 on SIG
 t.test('an unexpected crash is logged and the server still closes cleanly', async (t) => {
   const upstream = await startScriptedUpstream(() => ({ kind: 'json' }))
   t.teardown(() => upstream.close())
-  // A bug thrown outside any request, as a stray timer would.
-  const crash = '--import=data:text/javascript,setTimeout(()=>{throw new Error("injected crash")},1500)'
+  // A bug thrown outside any request, as a stray timer would, once the test says so.
+  const crash = '--import=data:text/javascript,process.on("message",()=>{throw new Error("injected crash")})'
   const server = runServer({ UPSTREAM_URL: upstream.url, LOG_LEVEL: 'info' }, [crash])
   await listeningUrl(t, server)
+  server.child.send('crash')
   t.equal(await server.exited, 1)
   t.match(server.output(), /"level":50.*injected crash.*"msg":"closing after an error"/)
 })

@@ -63,6 +63,19 @@ t.test('an attempt given an already aborted signal stops at once', async (t) => 
   t.same(outcome, { ok: false, reason: 'aborted', detail: 'cancelled' })
 })
 
+t.test('an abort before the connection is even open stops the attempt too', async (t) => {
+  const upstream = await startScriptedUpstream(() => ({ kind: 'hang' }))
+  const client = createUpstreamClient(upstream.url, 1024)
+  t.teardown(async () => {
+    client.close()
+    await upstream.close()
+  })
+  const controller = new AbortController()
+  const attempt = client.attempt(controller.signal, 5000, 'test-request-id')
+  controller.abort('deadline') // got opens its connection asynchronously: there is no socket yet
+  t.same(await attempt, { ok: false, reason: 'aborted', detail: 'deadline' })
+})
+
 t.test('an abort while the body is streaming also stops the download', async (t) => {
   const { outcome, upstream } = await attemptAgainst(t, { kind: 'drip', intervalMs: 10, bytes: 1000 }, { abortAfterMs: 60 })
   t.match(outcome, { ok: false, reason: 'aborted' })
