@@ -14,6 +14,11 @@ export const ConfigSchema = Type.Object({
   UPSTREAM_URL: Type.Union([Type.Literal(''), Type.String({ pattern: '^https?://[^\\s]+$' })], { default: '' }),
   HEDGE_DELAY_MS: Type.Integer({ minimum: 0, maximum: LARGEST_TIMER_MS, default: 300 }),
   HEDGE_REQUESTS: Type.Integer({ minimum: 0, maximum: 10, default: 2 }),
+  // Hedge budget (off with 0): a bucket of this many tokens; failed attempts drain it, and hedges
+  // fire only while it is more than half full, so a down upstream does not get 1 + HEDGE_REQUESTS times the load.
+  HEDGE_BUDGET_TOKENS: Type.Integer({ minimum: 0, maximum: 100000, default: 0 }),
+  // Tokens each successful attempt puts back into the hedge budget.
+  HEDGE_BUDGET_TOKEN_RATIO: Type.Number({ exclusiveMinimum: 0, maximum: 1000, default: 0.1 }),
   MAX_TIMEOUT_MS: Type.Integer({ minimum: 1, maximum: LARGEST_TIMER_MS, default: 60000 }),
   MAX_BODY_BYTES: Type.Integer({ minimum: 1, default: 1048576 }),
   LOG_LEVEL: Type.Union(

@@ -57,6 +57,8 @@ export interface HedgeOptions<T, Reason extends string = string> {
   budgetMs: number
   /** Aborts the whole call, e.g. when the client that asked for it has gone away. */
   cancelSignal?: AbortSignal
+  /** Asked when the hedge is due; false holds the hedges back (see HedgeBudget). */
+  mayHedge?: () => boolean
 }
 
 /**
@@ -67,8 +69,8 @@ export function hedgedCall<T, Reason extends string = string> (
   options: HedgeOptions<T, Reason>
 ): Promise<HedgeResult<T, Reason>> {
   return new Promise((resolve) => {
-    const { startAttempt, hedgeDelayMs, hedgeRequests, budgetMs, cancelSignal } = options
-    const maxAttempts = 1 + hedgeRequests
+    const { startAttempt, hedgeDelayMs, hedgeRequests, budgetMs, cancelSignal, mayHedge } = options
+    let maxAttempts = 1 + hedgeRequests
     const startTime = performance.now()
     const elapsed = (): number => performance.now() - startTime
     /** Attempts that have ended; completed with the aborted ones when the call is decided. */
@@ -105,9 +107,8 @@ export function hedgedCall<T, Reason extends string = string> (
       }
       attempts.push({ attempt, startedAt, endedAt: elapsed(), result: outcome.reason, detail: outcome.detail })
       failures.push(outcome.detail)
-      if (launched < maxAttempts) {
-        fireHedges()
-      } else if (running.size === 0) {
+      if (launched < maxAttempts) fireHedges()
+      if (running.size === 0) {
         // An attempt's own timer may expire together with the deadline: that is still a deadline.
         if (elapsed() >= budgetMs) decide({ kind: 'deadline', attempts }, 'deadline')
         else decide({ kind: 'all_failed', attempts, failures }, 'lost')
@@ -132,6 +133,8 @@ export function hedgedCall<T, Reason extends string = string> (
 
     const fireHedges = (): void => {
       clearTimeout(hedgeTimer)
+      // A refused hedge is not asked again: this call stays with the attempts it has.
+      if (mayHedge?.() === false) maxAttempts = launched
       for (let attempt = launched + 1; attempt <= maxAttempts; attempt++) launch()
     }
 

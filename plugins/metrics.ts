@@ -17,6 +17,7 @@ export interface SmartMetrics {
   requests: Counter<'outcome'>
   upstreamAttempts: Counter<'result'>
   hedges: Counter
+  hedgesThrottled: Counter
   requestDuration: Histogram<'outcome'>
   upstreamAttemptDuration: Histogram<'result'>
   deadlineOvershoot: Histogram
@@ -50,6 +51,11 @@ export function createMetrics (): SmartMetrics {
     hedges: new Counter({
       name: 'smart_hedges_total',
       help: 'Times the hedge fired its extra attempts.',
+      registers
+    }),
+    hedgesThrottled: new Counter({
+      name: 'smart_hedges_throttled_total',
+      help: 'Times the hedge budget held a due hedge back because too many recent attempts failed.',
       registers
     }),
     requestDuration: new Histogram({

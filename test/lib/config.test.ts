@@ -8,6 +8,8 @@ t.test('defaults match SPEC §3', async (t) => {
     UPSTREAM_URL: '',
     HEDGE_DELAY_MS: 300,
     HEDGE_REQUESTS: 2,
+    HEDGE_BUDGET_TOKENS: 0,
+    HEDGE_BUDGET_TOKEN_RATIO: 0.1,
     MAX_TIMEOUT_MS: 60000,
     MAX_BODY_BYTES: 1048576,
     LOG_LEVEL: 'info',
@@ -51,7 +53,9 @@ t.test('an invalid value stops start-up with a message naming the variable', asy
     [{ SHUTDOWN_GRACE_MS: 'later' }, /SHUTDOWN_GRACE_MS must be integer/],
     [{ OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '-5' }, /OVERLOAD_MAX_EVENT_LOOP_DELAY_MS must be >= 0/],
     [{ OVERLOAD_MAX_EVENT_LOOP_UTILIZATION: '1.5' }, /OVERLOAD_MAX_EVENT_LOOP_UTILIZATION must be <= 1/],
-    [{ RETRY_AFTER_SECONDS: '0' }, /RETRY_AFTER_SECONDS must be >= 1/]
+    [{ RETRY_AFTER_SECONDS: '0' }, /RETRY_AFTER_SECONDS must be >= 1/],
+    [{ HEDGE_BUDGET_TOKENS: '-1' }, /HEDGE_BUDGET_TOKENS must be >= 0/],
+    [{ HEDGE_BUDGET_TOKEN_RATIO: '0' }, /HEDGE_BUDGET_TOKEN_RATIO must be > 0/]
   ]
   for (const [environment, message] of cases) {
     t.throws(() => loadConfig(environment), message, JSON.stringify(environment))

@@ -202,3 +202,32 @@ t.test('the cancel listener is removed once the call is decided', async (t) => {
   t.equal(result.kind, 'success')
   t.equal(getEventListeners(client.signal, 'abort').length, 0, 'no listener left on the client signal')
 })
+
+t.test('a refused hedge is not fired, and the call keeps waiting for attempt 1', async (t) => {
+  const { started, startAttempt } = controlledAttempts()
+  let asked = 0
+  const call = run({ startAttempt, hedgeDelayMs: 20, mayHedge: () => { asked++; return false } })
+  await sleep(60)
+  t.equal(started.length, 1, 'no hedge')
+  t.equal(asked, 1, 'asked once, when the hedge was due')
+  started[0]?.succeed('alone')
+  t.match(await call, { kind: 'success', winner: 1 })
+})
+
+t.test('a refused hedge after an early failure ends the call as all_failed at once', async (t) => {
+  const { started, startAttempt } = controlledAttempts()
+  const call = run({ startAttempt, hedgeDelayMs: 500, mayHedge: () => false })
+  started[0]?.fail('http_error')
+  const result = await call
+  t.match(result, { kind: 'all_failed', failures: ['attempt 1: http_error'] })
+  t.equal(started.length, 1)
+})
+
+t.test('an allowed hedge fires as usual', async (t) => {
+  const { started, startAttempt } = controlledAttempts()
+  const call = run({ startAttempt, hedgeDelayMs: 10, mayHedge: () => true })
+  await sleep(30)
+  t.equal(started.length, 3)
+  started[1]?.succeed('hedge')
+  t.match(await call, { kind: 'success', winner: 2 })
+})

@@ -3,6 +3,7 @@ import type { FastifyRequest } from 'fastify'
 import { hedgedCall, type HedgeResult } from '../../../lib/hedging.js'
 import { CLIENT_CLOSED_REQUEST, ClientClosedRequestError, DeadlineExceededError } from '../../../lib/errors.js'
 import { serverTimingHeader } from '../../../lib/server-timing.js'
+import type { HedgeBudget } from '../../../lib/hedge-budget.js'
 import type { AttemptFailure } from '../../../plugins/upstream-client.js'
 import type { RequestOutcome, SmartMetrics } from '../../../plugins/metrics.js'
 import { RawJson, serializeSmartAnswer, smartQuerySchema, smartResponseSchemas, timeoutErrorMessage } from './schema.js'
@@ -42,7 +43,14 @@ function outcomeWithoutCall (statusCode: number): RequestOutcome {
  */
 const smartRoute: FastifyPluginAsyncTypebox = async (fastify) => {
   const { MAX_TIMEOUT_MS, HEDGE_DELAY_MS, HEDGE_REQUESTS } = fastify.config
-  const { metrics, upstream } = fastify
+  const { metrics, upstream, hedgeBudget } = fastify
+  const mayHedge = hedgeBudget === null
+    ? undefined
+    : () => {
+        const allowed = hedgeBudget.allowsHedge()
+        if (!allowed) metrics.hedgesThrottled.inc()
+        return allowed
+      }
   fastify.decorateRequest('smartCall', null)
 
   fastify.get('/', {
@@ -66,10 +74,12 @@ const smartRoute: FastifyPluginAsyncTypebox = async (fastify) => {
       hedgeDelayMs: HEDGE_DELAY_MS,
       hedgeRequests: HEDGE_REQUESTS,
       cancelSignal: request.signal,
+      mayHedge,
       // Each attempt's own time limit ends at the deadline too, as a second line of defence.
       startAttempt: (signal) => upstream.attempt(signal, deadline - performance.now(), request.id)
     })
     request.smartCall = { timeoutMs, result }
+    if (hedgeBudget !== null) chargeBudget(hedgeBudget, result)
     switch (result.kind) {
       case 'success':
         return { success: true as const, response: new RawJson(result.value) }
@@ -121,6 +131,14 @@ function record (metrics: SmartMetrics, request: FastifyRequest, statusCode: num
     winner: call?.result.kind === 'success' ? call.result.winner : undefined,
     responseTimeMs: round(elapsedMs)
   }, 'smart request')
+}
+
+/** Every attempt that reached a verdict counts; aborted ones say nothing about the upstream's health. */
+function chargeBudget (budget: HedgeBudget, result: SmartResult): void {
+  for (const { result: attemptResult } of result.attempts) {
+    if (attemptResult === 'success') budget.recordSuccess()
+    else if (attemptResult !== 'aborted') budget.recordFailure()
+  }
 }
 
 /** Tenths of a millisecond are plenty for logs. */
