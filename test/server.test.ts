@@ -1,39 +1,7 @@
-import t, { type Test } from 'tap'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
+import t from 'tap'
 import { startScriptedUpstream } from './helpers/scripted-upstream.js'
 import { call } from './helpers/service.js'
-
-interface ServerProcess {
-  child: ChildProcess
-  output (): string
-  exited: Promise<number | null>
-}
-
-/** Runs server.ts in a real child process, as `npm start` runs its compiled twin. */
-function runServer (environment: Record<string, string>, extraNodeArgs: string[] = []): ServerProcess {
-  const child = spawn(process.execPath, [...process.execArgv, ...extraNodeArgs, 'server.ts'], {
-    env: { ...process.env, PORT: '0', ...environment },
-    // The IPC channel lets a test trigger a crash inside the child.
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc']
-  })
-  let output = ''
-  child.stdout?.on('data', (chunk: Buffer) => { output += chunk.toString() })
-  child.stderr?.on('data', (chunk: Buffer) => { output += chunk.toString() })
-  const exited = once(child, 'exit').then(([code]) => code as number | null)
-  return { child, output: () => output, exited }
-}
-
-async function listeningUrl (t: Test, server: ServerProcess): Promise<string> {
-  const deadline = Date.now() + 20_000
-  while (Date.now() < deadline) {
-    const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(server.output())
-    if (match?.[1] !== undefined) return match[1]
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-  t.fail(`server did not start:\n${server.output()}`)
-  throw new Error('server did not start')
-}
+import { listeningUrl, runServer } from './helpers/server-process.js'
 
 t.test('invalid configuration stops start-up with a message naming the variable', async (t) => {
   const server = runServer({ HEDGE_DELAY_MS: 'soon' })

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
+import { request as httpRequest, type Agent, type IncomingHttpHeaders } from 'node:http'
 import { buildServer } from '../../app.js'
 import { loadConfig } from '../../lib/config.js'
 
@@ -40,11 +40,12 @@ function parseJson (text: string): Record<string, unknown> | undefined {
   }
 }
 
-/** One request over a fresh connection (no keep-alive), timed from the first byte sent. */
-export function call (url: string, init: { method?: string, headers?: Record<string, string> } = {}): Promise<ClientAnswer> {
+/** One request, over a fresh connection unless an agent is given, timed from the first byte sent. */
+export function call (url: string,
+  init: { method?: string, headers?: Record<string, string>, agent?: Agent } = {}): Promise<ClientAnswer> {
   return new Promise((resolve, reject) => {
     const startedAt = performance.now()
-    const req = httpRequest(url, { method: init.method ?? 'GET', headers: init.headers, agent: false }, (res) => {
+    const req = httpRequest(url, { method: init.method ?? 'GET', headers: init.headers, agent: init.agent ?? false }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (chunk: Buffer) => chunks.push(chunk))
       res.on('end', () => {
