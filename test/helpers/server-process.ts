@@ -8,9 +8,12 @@ export interface ServerProcess {
   exited: Promise<number | null>
 }
 
-/** Runs server.ts in a real child process, as `npm start` runs its compiled twin. */
-export function runServer (environment: Record<string, string>, extraNodeArgs: string[] = []): ServerProcess {
-  const child = spawn(process.execPath, [...process.execArgv, ...extraNodeArgs, 'server.ts'], {
+/** Runs the service in a real child process: server.ts by default, or the build `npm start` runs. */
+export function runServer (environment: Record<string, string>, extraNodeArgs: string[] = [],
+  entry: 'server.ts' | 'dist/server.js' = 'server.ts'): ServerProcess {
+  // The TypeScript source runs through this process's loader (and coverage); the build runs as it ships.
+  const nodeArgs = entry === 'server.ts' ? [...process.execArgv, ...extraNodeArgs] : extraNodeArgs
+  const child = spawn(process.execPath, [...nodeArgs, entry], {
     env: { ...process.env, PORT: '0', ...environment },
     // The IPC channel lets a test trigger a crash inside the child.
     stdio: ['ignore', 'pipe', 'pipe', 'ipc']
