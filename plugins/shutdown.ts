@@ -10,6 +10,12 @@ export default fp(async (fastify) => {
   const retryAfter = String(fastify.config.RETRY_AFTER_SECONDS)
   let closing = false
   fastify.addHook('preClose', async () => { closing = true })
+  // Connections that go idle after closing began (a request in flight has just been answered) are closed,
+  // or a keep-alive client (a load balancer's pool) would hold them open and keep the server from closing
+  // until the grace period ends. Connections with another request queued stay open for its answer.
+  fastify.addHook('onResponse', async () => {
+    if (closing) setImmediate(() => fastify.server.closeIdleConnections())
+  })
   fastify.addHook('onRequest', async (request, reply) => {
     if (!closing) return
     reply.header('retry-after', retryAfter).header('connection', 'close')

@@ -29,8 +29,9 @@ t.test('SIGTERM with 200 requests in flight: every one gets its proper answer an
     const timeout = 600 + (i % 3) * 300 // 600, 900 or 1200 ms
     inFlight.push(call(`${url}/api/smart?timeout=${timeout}`, { agent }).catch((error: Error) => error))
   }
-  // Every request has reached the handler once its first attempt reached the upstream.
-  while (upstream.requests.length < 200) await new Promise((resolve) => setTimeout(resolve, 10))
+  // Every request has reached the handler once an attempt of it (known by its request id) reached the upstream.
+  const requestsSeen = (): number => new Set(upstream.requests.map((request) => request.headers['x-request-id'])).size
+  while (requestsSeen() < 200) await new Promise((resolve) => setTimeout(resolve, 10))
   server.child.kill('SIGTERM')
 
   const answers = await Promise.all(inFlight)

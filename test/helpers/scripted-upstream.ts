@@ -1,16 +1,20 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { once } from 'node:events'
+import { gzipSync } from 'node:zlib'
 
 /** What the scripted upstream does with one request. */
 export type UpstreamBehaviour =
   | { kind: 'json', body?: unknown, status?: number, delayMs?: number, contentType?: string }
   | { kind: 'raw', body: string, status?: number, delayMs?: number, contentType?: string }
   | { kind: 'hang' } // accepts the request and never answers
-  | { kind: 'reset', afterHeaders?: boolean, delayMs?: number } // destroys the connection
+  | { kind: 'reset', afterHeaders?: boolean, delayMs?: number, hard?: boolean } // destroys the connection (hard: with a TCP RST)
   | { kind: 'drip', intervalMs: number, bytes: number } // headers at once, then one byte per interval
   | { kind: 'huge', bytes: number, declareLength: boolean } // streams a body of this many bytes
   | { kind: 'redirect', location: string }
+  // A gzip-encoded answer (Content-Encoding: gzip) whose decoded text is `body`; the sent length is declared.
+  // mangle: 'plain' sends `body` itself under the gzip label, 'truncated' only the first half of the gzip data.
+  | { kind: 'gzip', body: string, status?: number, contentType?: string, mangle?: 'plain' | 'truncated' }
 
 export interface UpstreamRequest {
   /** 1-based arrival order. */
@@ -26,6 +30,8 @@ export interface UpstreamRequest {
   /** True when the caller reset the connection (RST) instead of closing it. */
   reset?: boolean
   headers: IncomingMessage['headers']
+  /** The request target the upstream was asked for (path and query). */
+  url: string
 }
 
 export interface ScriptedUpstream {
@@ -40,6 +46,22 @@ export interface ScriptedUpstream {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Compressed bodies by their decoded text: a test's scripted answers repeat, compressing them once is enough. */
+const gzipped = new Map<string, Buffer>()
+
+/**
+ * The gzip encoding of `body`, as the `gzip` kind sends it. Calling it before the upstream is asked compresses
+ * a large body ahead of time, so that its first answer does not stall the test's event loop.
+ */
+export function gzipOnce (body: string): Buffer {
+  let compressed = gzipped.get(body)
+  if (compressed === undefined) {
+    compressed = gzipSync(body, { level: 9 })
+    gzipped.set(body, compressed)
+  }
+  return compressed
+}
 
 /** Waits until the response can take more data, or is gone; leaves no listener behind. */
 function drainOrClose (res: ServerResponse): Promise<void> {
@@ -79,7 +101,8 @@ async function perform (behaviour: UpstreamBehaviour, req: IncomingMessage, res:
         write('{"time":')
         await sleep(10)
       }
-      req.socket.destroy()
+      if (behaviour.hard === true) req.socket.resetAndDestroy()
+      else req.socket.destroy()
       return
     case 'drip':
       res.writeHead(200, { 'content-type': 'application/json' })
@@ -103,6 +126,20 @@ async function perform (behaviour: UpstreamBehaviour, req: IncomingMessage, res:
     case 'redirect':
       res.writeHead(302, { location: behaviour.location })
       res.end()
+      return
+    case 'gzip': {
+      const compressed = gzipOnce(behaviour.body)
+      const sent = behaviour.mangle === 'plain'
+        ? Buffer.from(behaviour.body)
+        : behaviour.mangle === 'truncated' ? compressed.subarray(0, Math.floor(compressed.length / 2)) : compressed
+      res.writeHead(behaviour.status ?? 200, {
+        'content-type': behaviour.contentType ?? 'application/json',
+        'content-encoding': 'gzip',
+        'content-length': String(sent.length)
+      })
+      write(sent)
+      res.end()
+    }
   }
 }
 
@@ -121,10 +158,13 @@ export async function startScriptedUpstream (script: (n: number) => UpstreamBeha
   }
 
   const server = createServer((req, res) => {
-    const record: UpstreamRequest = { n: requests.length + 1, arrivedAt: now(), bytesWritten: 0, headers: req.headers }
+    const record: UpstreamRequest = { n: requests.length + 1, arrivedAt: now(), bytesWritten: 0, headers: req.headers, url: req.url ?? '' }
     requests.push(record)
-    req.socket.once('error', (error: NodeJS.ErrnoException) => { record.reset = error.code === 'ECONNRESET' })
+    const onSocketError = (error: NodeJS.ErrnoException): void => { record.reset = error.code === 'ECONNRESET' }
+    req.socket.once('error', onSocketError)
     res.on('close', () => {
+      // A keep-alive socket serves many requests: each one listens for errors only while it lasts.
+      req.socket.off('error', onSocketError)
       record.closedAt = now()
       record.abandoned = !res.writableFinished
       settleWaiters()

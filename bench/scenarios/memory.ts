@@ -1,0 +1,118 @@
+/**
+ * Memory: 5000 requests in flight at once against a never-answering upstream, timeout=20000, so each holds
+ * its client connection and, after the hedge delay, three upstream sockets. RSS and heap before, at the
+ * peak, and a few seconds after every request ended. Load shedding is off: a shed request is not in flight.
+ */
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Answer } from '../http-client.js'
+import { runOpenLoop } from '../open-loop.js'
+import { openFileLimit, sampleProcess, startPeakSampler } from '../processes.js'
+import { counts, mib, ratio, table, type Target } from '../report.js'
+import { profileName, type Scenario, type ScenarioContext, type ScenarioReport } from '../scenario.js'
+import { metricValue, readMetrics, startService } from '../service.js'
+import { countBy } from '../stats.js'
+import { startUpstream } from '../upstreams.js'
+
+const WANTED_IN_FLIGHT = 5000
+/** Descriptors each request in flight holds in the service: its client connection and three upstream sockets. */
+const FDS_PER_REQUEST = 4
+/** Descriptors the service needs besides: its listener, event loop, stdio, /metrics scrapes, ... */
+const FD_HEADROOM = 100
+/** The requests are opened over two seconds: at once, most connections would wait on a full accept queue. */
+const OPEN_RATE_PER_SECOND = 2500
+const TIMEOUT_MS = 20_000
+const SETTLE_AFTER_MS = 5000
+const HEAP_POLL_MS = 1000
+const RSS_LIMIT_BYTES = 300 * 1024 * 1024
+const BACK_WITHIN = 1.1
+
+interface MemorySample {
+  rssBytes: number
+  heapUsedBytes: number
+  fds: number
+}
+
+async function sample (origin: string, pid: number): Promise<MemorySample> {
+  const [proc, metrics] = await Promise.all([sampleProcess(pid), readMetrics(origin)])
+  return { rssBytes: proc.rssBytes, fds: proc.fds, heapUsedBytes: metricValue(metrics, 'nodejs_heap_size_used_bytes') }
+}
+
+/** How many requests were open at the moment the last one was sent. */
+function inFlightAtLastSend (answers: readonly Answer[]): number {
+  const lastSentAt = Math.max(...answers.map((answer) => answer.sentAtMs))
+  return answers.filter((answer) => answer.sentAtMs + answer.latencyMs >= lastSentAt).length
+}
+
+/**
+ * 5000 in flight need about 20 000 descriptors in the service. Where the machine caps open files lower (and
+ * forbids raising the cap), running out of descriptors would measure a crash, not memory: fewer then.
+ */
+function inFlightFor (fileLimit: number): number {
+  return Math.min(WANTED_IN_FLIGHT, Math.floor((fileLimit - FD_HEADROOM) / FDS_PER_REQUEST))
+}
+
+async function run (context: ScenarioContext): Promise<ScenarioReport> {
+  const upstream = await startUpstream('silent')
+  try {
+    const service = await startService({
+      upstreamUrl: upstream.url,
+      env: { OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0' },
+      profileName: profileName(context, 'memory')
+    })
+    try {
+      const fileLimit = await openFileLimit(service.pid)
+      const wanted = inFlightFor(fileLimit)
+      context.progress(`memory: ${wanted} requests in flight (open-file limit ${fileLimit}), timeout=${TIMEOUT_MS}, never-answering upstream (~${(TIMEOUT_MS + SETTLE_AFTER_MS) / 1000 + 4} s)`)
+      await runOpenLoop({ url: new URL('/api/smart?timeout=50', service.origin), ratePerSecond: 200, durationMs: 1000, maxWaitMs: 3000 })
+      await sleep(500)
+      const before = await sample(service.origin, service.pid)
+      const sampler = startPeakSampler(service.pid, 250)
+      let peakHeap = 0
+      let peakUpstreamSockets = 0
+      const heapPoller = setInterval(() => {
+        readMetrics(service.origin).then((text) => { peakHeap = Math.max(peakHeap, metricValue(text, 'nodejs_heap_size_used_bytes')) }, () => {})
+        upstream.counters().then((counters) => { peakUpstreamSockets = Math.max(peakUpstreamSockets, counters.openSockets) }, () => {})
+      }, HEAP_POLL_MS)
+      const load = await runOpenLoop({
+        url: new URL(`/api/smart?timeout=${TIMEOUT_MS}`, service.origin),
+        ratePerSecond: OPEN_RATE_PER_SECOND,
+        durationMs: wanted / OPEN_RATE_PER_SECOND * 1000,
+        maxWaitMs: TIMEOUT_MS + 10_000,
+        onAllSent: () => context.progress(`memory: all ${wanted} sent; waiting for their deadlines`)
+      })
+      clearInterval(heapPoller)
+      const peakProc = await sampler.stop()
+      await sleep(SETTLE_AFTER_MS)
+      const after = await sample(service.origin, service.pid)
+      const connectionErrors = metricValue(await readMetrics(service.origin), 'smart_upstream_attempts_total', { result: 'connection_error' })
+      const peak: MemorySample = { rssBytes: peakProc.rssBytes, fds: peakProc.fds, heapUsedBytes: peakHeap }
+      const statuses = countBy(load.answers, (answer) => answer.error ?? String(answer.status))
+      const inFlight = inFlightAtLastSend(load.answers)
+      const afterOverBefore = after.rssBytes / before.rssBytes
+      const targets: Target[] = [
+        { name: 'memory: peak RSS ≤ 300 MiB', measured: `${mib(peak.rssBytes)} MiB`, met: peak.rssBytes <= RSS_LIMIT_BYTES },
+        { name: 'memory: RSS after within 10% of before', measured: ratio(afterOverBefore), met: afterOverBefore <= BACK_WITHIN }
+      ]
+      const row = (name: string, value: MemorySample): string[] => [name, mib(value.rssBytes), mib(value.heapUsedBytes), String(value.fds)]
+      const printed = table(`memory (${inFlight} requests in flight at once, timeout=${TIMEOUT_MS}, never-answering upstream)`,
+        ['moment', 'RSS MiB', 'heap used MiB', 'open fds'],
+        [row('before', before), row('peak', peak), row(`${SETTLE_AFTER_MS / 1000} s after the last answer`, after)]
+      ) + `\nRSS after / before: ${ratio(afterOverBefore)}; heap after / before: ${ratio(after.heapUsedBytes / before.heapUsedBytes)}` +
+        `\nupstream sockets open at the peak: ${peakUpstreamSockets}; service open-file limit: ${fileLimit}; ` +
+        `attempts failed with a connection error: ${connectionErrors}` +
+        `\nanswers: ${counts(statuses)}` +
+        (wanted < WANTED_IN_FLIGHT ? `\n(${wanted}, not ${WANTED_IN_FLIGHT}: the service may open only ${fileLimit} files on this machine)` : '')
+      return {
+        tables: [printed],
+        targets,
+        results: { inFlight, before, peak, after, afterOverBefore, peakUpstreamSockets, fileLimit, connectionErrors, statuses }
+      }
+    } finally {
+      await service.stop()
+    }
+  } finally {
+    await upstream.stop()
+  }
+}
+
+export const memory: Scenario = { name: 'memory', run }
