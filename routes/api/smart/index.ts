@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import { hedgedCall, type HedgeResult } from '../../../lib/hedging.js'
 import { CLIENT_CLOSED_REQUEST, ClientClosedRequestError, DeadlineExceededError } from '../../../lib/errors.js'
 import { serverTimingHeader } from '../../../lib/server-timing.js'
@@ -94,13 +94,16 @@ const smartRoute: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   })
 
+  const refuseMethod = async (request: FastifyRequest, reply: FastifyReply): Promise<never> => {
+    reply.header('allow', 'GET, HEAD')
+    throw fastify.httpErrors.methodNotAllowed(`${request.method} is not supported on /api/smart; use GET.`)
+  }
   fastify.route({
     method: [...UNSUPPORTED_METHODS],
     url: '/',
-    handler: async (request, reply) => {
-      reply.header('allow', 'GET, HEAD')
-      throw fastify.httpErrors.methodNotAllowed(`${request.method} is not supported on /api/smart; use GET.`)
-    }
+    // Refused before the body is read: whatever it carries (malformed, unknown type, huge), it is a 405.
+    onRequest: refuseMethod,
+    handler: refuseMethod
   })
 }
 
