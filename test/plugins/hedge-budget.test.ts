@@ -1,11 +1,7 @@
 import t from 'tap'
+import { sample } from '../helpers/prometheus.js'
 import { startScriptedUpstream, type UpstreamBehaviour } from '../helpers/scripted-upstream.js'
 import { call, startService } from '../helpers/service.js'
-
-function sample (text: string, series: string): number {
-  const line = text.split('\n').find((candidate) => candidate.startsWith(`${series} `))
-  return line === undefined ? 0 : Number(line.slice(series.length + 1))
-}
 
 t.test('with the budget on and the upstream down, only the budgeted hedges are sent; hedging returns with the upstream', async (t) => {
   let phase: 'down' | 'up' | 'slow-first' = 'down'

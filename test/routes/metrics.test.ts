@@ -1,12 +1,7 @@
 import t from 'tap'
+import { sample } from '../helpers/prometheus.js'
 import { startScriptedUpstream } from '../helpers/scripted-upstream.js'
 import { call, startService } from '../helpers/service.js'
-
-/** The value of one sample line of the Prometheus text, e.g. `smart_requests_total{outcome="success"}`. */
-function sample (text: string, series: string): number {
-  const line = text.split('\n').find((candidate) => candidate.startsWith(`${series} `))
-  return line === undefined ? 0 : Number(line.slice(series.length + 1))
-}
 
 t.test('a scripted scenario moves every counter by exactly what happened', async (t) => {
   // Request 1: attempt 1 succeeds at once. Request 2: every attempt hangs until its 400 ms deadline.
