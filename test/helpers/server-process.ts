@@ -8,11 +8,11 @@ export interface ServerProcess {
   exited: Promise<number | null>
 }
 
-/** Runs the service in a real child process: server.ts by default, or the build `npm start` runs. */
+/** Runs the service in a real child process: server.ts by default, or a compiled entry such as dist/server.js. */
 export function runServer (environment: Record<string, string>, extraNodeArgs: string[] = [],
-  entry: 'server.ts' | 'dist/server.js' = 'server.ts'): ServerProcess {
+  entry: string = 'server.ts'): ServerProcess {
   // The TypeScript source runs through this process's loader (and coverage); the build runs as it ships.
-  const nodeArgs = entry === 'server.ts' ? [...process.execArgv, ...extraNodeArgs] : extraNodeArgs
+  const nodeArgs = entry.endsWith('.ts') ? [...process.execArgv, ...extraNodeArgs] : extraNodeArgs
   const child = spawn(process.execPath, [...nodeArgs, entry], {
     env: { ...process.env, PORT: '0', ...environment },
     // The IPC channel lets a test trigger a crash inside the child.
