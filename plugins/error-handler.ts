@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import { STATUS_CODES } from 'node:http'
-import type { FastifyError, FastifyReply } from 'fastify'
+import type { Socket } from 'node:net'
+import type { ConnectionError, FastifyError, FastifyInstance, FastifyReply } from 'fastify'
 import { CLIENT_CLOSED_REQUEST } from '../lib/errors.js'
 
 /** The JSON body of every error this service sends: Fastify's error shape plus `success: false`. */
@@ -16,6 +17,36 @@ const NON_STANDARD_STATUS_NAMES: Record<number, string> = { [CLIENT_CLOSED_REQUE
 export function errorBody (statusCode: number, message: string): ErrorBody {
   const error = STATUS_CODES[statusCode] ?? NON_STANDARD_STATUS_NAMES[statusCode] ?? 'Error'
   return { success: false, statusCode, error, message }
+}
+
+/** What a client hears when Node's HTTP parser refuses its request, by the parser's error code. */
+function clientErrorAnswer (code: string): { statusCode: number, message: string } {
+  switch (code) {
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return { statusCode: 408, message: 'The request was not received in time.' }
+    case 'HPE_HEADER_OVERFLOW':
+      return { statusCode: 431, message: 'The request line and headers are larger than the server accepts.' }
+    default:
+      return { statusCode: 400, message: `Malformed HTTP request (${code}).` }
+  }
+}
+
+/**
+ * Fastify's `clientErrorHandler` option: a request Node could not even parse (malformed, headers too large,
+ * or not received within the request timeout) gets the same JSON error shape as every other error, then
+ * the connection closes, since nothing after a broken request can be trusted.
+ */
+export function clientErrorHandler (this: FastifyInstance, error: ConnectionError, socket: Socket): void {
+  this.log.debug({ err: error }, 'client error')
+  // A reset connection (ECONNRESET) is already destroyed: nobody is left to answer.
+  if (socket.writable) {
+    const { statusCode, message } = clientErrorAnswer(error.code)
+    const body = errorBody(statusCode, message)
+    const text = JSON.stringify(body)
+    socket.write(`HTTP/1.1 ${statusCode} ${body.error}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+      `Content-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`)
+  }
+  socket.destroy()
 }
 
 /** Timeouts of any origin (the hedged call's deadline, got, AbortSignal.timeout) share this name. */
