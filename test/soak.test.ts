@@ -106,12 +106,16 @@ async function client (base: string, agent: Agent, until: number, tally: Tally, 
           resolve()
         })
       })
+      let hungUp = false
       req.on('error', () => {
-        if (hangUpAfterMs === undefined) tally.dropped++
+        // An error before this client's own hang-up means the connection broke under it.
+        clearTimeout(hangUpTimer)
+        if (!hungUp) tally.dropped++
         resolve()
       })
       if (hangUpAfterMs !== undefined) {
         hangUpTimer = setTimeout(() => {
+          hungUp = true
           tally.hungUp++
           req.destroy()
         }, hangUpAfterMs)
