@@ -223,14 +223,14 @@ const FAULTS: Fault[] = [
   {
     name: 'connection closed after the headers, mid-body',
     upstream: always({ kind: 'reset', afterHeaders: true }),
-    expected: { status: 502, message: failedThrice('(?:ECONNRESET|ERR_STREAM_PREMATURE_CLOSE)') },
+    expected: { status: 502, message: failedThrice('ECONNRESET') },
     time: { kind: 'fast' },
     requests: 3
   },
   {
     name: 'connection reset (RST) after the headers, mid-body',
     upstream: always({ kind: 'reset', afterHeaders: true, hard: true }),
-    expected: { status: 502, message: failedThrice('(?:ECONNRESET|ERR_STREAM_PREMATURE_CLOSE)') },
+    expected: { status: 502, message: failedThrice('ECONNRESET') },
     time: { kind: 'fast' },
     requests: 3
   },
@@ -253,7 +253,10 @@ const FAULTS: Fault[] = [
   },
   {
     name: 'a redirect within the upstream origin is followed',
-    upstream: scripted((n) => n === 1 ? { kind: 'redirect', location: '/work/moved' } : { kind: 'json', body: { time: 302 } }),
+    upstream: async () => {
+      const upstream = await startScriptedUpstream((n) => n === 1 ? { kind: 'redirect', location: '/work/moved' } : { kind: 'json', body: { time: 302 } })
+      return probeScripted(upstream, (t) => t.equal(upstream.requests[1]?.url, '/work/moved', 'the second request went to the Location'))
+    },
     expected: { status: 200, response: { time: 302 } },
     time: { kind: 'after', ms: 0 },
     requests: 2
@@ -406,8 +409,8 @@ for (const fault of FAULTS) {
 
         t.ok(await upstream.allEnded(CLOSE_GRACE_MS), `every upstream exchange ended within ${CLOSE_GRACE_MS} ms of the answer`)
         const poolable = upstream.poolable()
-        t.ok(await eventually(() => upstream.openSockets() <= poolable, CLOSE_GRACE_MS),
-          `open upstream sockets: ${upstream.openSockets()}, at most the ${poolable} keep-alive ones of finished exchanges`)
+        const socketsDown = await eventually(() => upstream.openSockets() <= poolable, CLOSE_GRACE_MS)
+        t.ok(socketsDown, `open upstream sockets: ${upstream.openSockets()}, at most the ${poolable} keep-alive ones of finished exchanges`)
 
         const summaries = service.logs.filter((line) => line.msg === 'smart request')
         t.equal(summaries.length, 1, 'one summary line')
