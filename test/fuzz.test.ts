@@ -407,6 +407,32 @@ t.test('fuzzed headers: answered 200, the request id validated, and nothing else
   await assertStillUp(t, fixture)
 })
 
+/** Header lines made of any bytes at all: CR, LF, NUL, colons and non-token characters in names and values. */
+const rawHeaderBytes: fc.Arbitrary<Buffer> = fc.array(
+  fc.tuple(fc.uint8Array({ minLength: 1, maxLength: 40 }), fc.uint8Array({ maxLength: 120 }))
+    .map(([name, value]) => Buffer.concat([Buffer.from(name), Buffer.from(': '), Buffer.from(value), Buffer.from('\r\n')])),
+  { minLength: 1, maxLength: 5 }
+).map((lines) => Buffer.concat(lines))
+
+t.test('raw bytes in the headers: 200, or a JSON 400/431 from the parser; never a 500, the service stays up', async (t) => {
+  const fixture = await setup(t)
+  const statuses = new Map<number, number>()
+  await fc.assert(fc.asyncProperty(rawHeaderBytes, async (headerBytes) => {
+    const request = Buffer.concat([
+      Buffer.from('GET /api/smart?timeout=1000 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n', 'latin1'),
+      headerBytes,
+      Buffer.from('\r\n', 'latin1')
+    ])
+    const answer = await rawRequest(fixture.port, request)
+    const context = JSON.stringify(headerBytes.toString('latin1'))
+    assertAnswer(answer, context)
+    if (![200, 400, 431].includes(answer.status)) throw new Error(`${context}: status ${answer.status}`)
+    statuses.set(answer.status, (statuses.get(answer.status) ?? 0) + 1)
+  }), { numRuns: 300 })
+  t.pass(`statuses seen: ${JSON.stringify(Object.fromEntries(statuses))}`)
+  await assertStillUp(t, fixture)
+})
+
 /** A body for a method /api/smart does not support: well-formed, malformed, of an unknown type, too large. */
 const unsupportedBody = fc.record({
   method: fc.constantFrom('POST', 'PUT', 'PATCH', 'DELETE'),
