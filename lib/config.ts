@@ -21,6 +21,10 @@ export const ConfigSchema = Type.Object({
   HEDGE_BUDGET_TOKEN_RATIO: Type.Number({ exclusiveMinimum: 0, maximum: 1000, default: 0.1 }),
   MAX_TIMEOUT_MS: Type.Integer({ minimum: 1, maximum: LARGEST_TIMER_MS, default: 60000 }),
   MAX_BODY_BYTES: Type.Integer({ minimum: 1, default: 1048576 }),
+  // Upstream connections open at once; attempts beyond it wait for a free one (until their deadline). Each is a
+  // file descriptor: without a cap, 5000 requests in flight with 3 attempts each need 15 000 of them, and a
+  // process that runs out of descriptors crashes instead of answering 408.
+  UPSTREAM_MAX_SOCKETS: Type.Integer({ minimum: 1, maximum: 1000000, default: 1024 }),
   LOG_LEVEL: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
     { default: 'info' }

@@ -62,8 +62,42 @@ export interface HedgeOptions<T, Reason extends string = string> {
 }
 
 /**
+ * Attempts of decided calls, waiting to be aborted, oldest first, shared by every call: answers go out before
+ * teardown. Aborting an attempt (closing its connection) costs more than answering, and under load the
+ * deadlines of many calls fall due together; a call whose deadline is due must not wait for the teardown of
+ * every call decided before it. So the queue is worked off in slices of TEARDOWN_SLICE_MS, each in the check
+ * phase of one turn of the event loop; timers and I/O that fell due run between two slices. A lone call's
+ * losers are all aborted in the first slice, before any timer or I/O callback after the decision.
+ */
+const teardown: Array<{ controller: AbortController, cause: AbortCause }> = []
+let teardownNext = 0
+const TEARDOWN_SLICE_MS = 2
+
+function scheduleTeardown (controller: AbortController, cause: AbortCause): void {
+  if (teardown.push({ controller, cause }) - teardownNext === 1) setImmediate(tearDownSlice)
+}
+
+function tearDownSlice (): void {
+  const until = performance.now() + TEARDOWN_SLICE_MS
+  do {
+    const next = teardown[teardownNext++]
+    next?.controller.abort(next.cause)
+  } while (teardownNext < teardown.length && performance.now() < until)
+  if (teardownNext < teardown.length) {
+    // Under a long overload the queue may never run empty: drop what is done, so it holds no garbage.
+    teardown.splice(0, teardownNext)
+    teardownNext = 0
+    setImmediate(tearDownSlice)
+  } else {
+    teardown.length = 0
+    teardownNext = 0
+  }
+}
+
+/**
  * Runs attempts on the hedging schedule and resolves with the first success, or with why there is none.
- * Never rejects. By the time it resolves, every attempt still running has been told to abort.
+ * Never rejects. Every attempt still running when it resolves is told to abort right after the caller has
+ * had its result: after the answer went out (see `teardown`).
  */
 export function hedgedCall<T, Reason extends string = string> (
   options: HedgeOptions<T, Reason>
@@ -89,9 +123,11 @@ export function hedgedCall<T, Reason extends string = string> (
       for (const [attempt, { startedAt }] of running) attempts.push({ attempt, startedAt, endedAt: now, result: 'aborted' })
       attempts.sort((a, b) => a.attempt - b.attempt)
       resolve(result)
-      // The answer goes out first; tearing down the losers must not delay it, but happens before
-      // anything else can run, so no attempt outlives the call. Finished attempts are left alone.
-      for (const { controller } of running.values()) controller.abort(abortCause)
+      // The answer goes out first: the caller's continuation (a 408 or 200 written to its socket) runs in
+      // the microtasks right after this; the attempts still running are torn down after it. Aborting them
+      // before answering made every answer wait for the teardown of all the calls decided before it.
+      // Finished attempts are left alone.
+      for (const { controller } of running.values()) scheduleTeardown(controller, abortCause)
       running.clear()
     }
 

@@ -12,6 +12,7 @@ t.test('defaults match SPEC §3', async (t) => {
     HEDGE_BUDGET_TOKEN_RATIO: 0.1,
     MAX_TIMEOUT_MS: 60000,
     MAX_BODY_BYTES: 1048576,
+    UPSTREAM_MAX_SOCKETS: 1024,
     LOG_LEVEL: 'info',
     SHUTDOWN_GRACE_MS: 30000,
     OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: 100,
@@ -29,10 +30,11 @@ t.test('values from the environment are parsed and unknown variables ignored', a
     HEDGE_REQUESTS: '5',
     MAX_TIMEOUT_MS: '1000',
     MAX_BODY_BYTES: '10',
+    UPSTREAM_MAX_SOCKETS: '16',
     LOG_LEVEL: 'debug',
     PATH: '/usr/bin'
   })
-  t.match(config, { PORT: 9000, HOST: '0.0.0.0', UPSTREAM_URL: 'https://work.example.com/api', HEDGE_DELAY_MS: 0, HEDGE_REQUESTS: 5, MAX_TIMEOUT_MS: 1000, MAX_BODY_BYTES: 10, LOG_LEVEL: 'debug' })
+  t.match(config, { PORT: 9000, HOST: '0.0.0.0', UPSTREAM_URL: 'https://work.example.com/api', HEDGE_DELAY_MS: 0, HEDGE_REQUESTS: 5, MAX_TIMEOUT_MS: 1000, MAX_BODY_BYTES: 10, UPSTREAM_MAX_SOCKETS: 16, LOG_LEVEL: 'debug' })
   t.notOk('PATH' in config)
 })
 
@@ -46,6 +48,8 @@ t.test('an invalid value stops start-up with a message naming the variable', asy
     [{ MAX_TIMEOUT_MS: '0' }, /MAX_TIMEOUT_MS must be >= 1/],
     [{ MAX_TIMEOUT_MS: '2147483648' }, /MAX_TIMEOUT_MS must be <= 2147483647/],
     [{ MAX_BODY_BYTES: 'lots' }, /MAX_BODY_BYTES must be integer/],
+    [{ UPSTREAM_MAX_SOCKETS: '0' }, /UPSTREAM_MAX_SOCKETS must be >= 1/],
+    [{ UPSTREAM_MAX_SOCKETS: 'many' }, /UPSTREAM_MAX_SOCKETS must be integer/],
     [{ UPSTREAM_URL: 'ftp://example.com' }, /UPSTREAM_URL/],
     [{ UPSTREAM_URL: 'localhost:8081' }, /UPSTREAM_URL/],
     [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL/],

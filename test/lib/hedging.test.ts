@@ -31,6 +31,9 @@ function controlledAttempts () {
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
+/** Resolves once the attempts still running at the decision have been aborted (the check phase after it). */
+const teardown = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
+
 const base = { hedgeDelayMs: 40, hedgeRequests: 2, budgetMs: 1000 }
 
 function run (options: Partial<HedgeOptions<string>> & Pick<HedgeOptions<string>, 'startAttempt'>) {
@@ -61,6 +64,8 @@ t.test('after the hedge delay, the hedges start together and the first success w
   started[2]?.succeed('third')
   const result = await call
   t.match(result, { kind: 'success', value: 'third', winner: 3 })
+  t.equal(started[0]?.signal.aborted, false, 'the answer comes first: the losers are still running when it is known')
+  await teardown()
   t.equal(started[0]?.signal.aborted, true, 'loser 1 aborted')
   t.equal(started[2]?.signal.aborted, false, 'the winner is left alone: its work is done')
   t.equal(started[1]?.signal.reason, 'lost', 'losers are told they lost')
@@ -111,11 +116,24 @@ t.test('the deadline aborts every running attempt at once', async (t) => {
   t.equal(result.kind, 'deadline')
   t.ok(took >= 79 && took < 80 + 30, `decided at the deadline (${took.toFixed(1)} ms)`)
   t.equal(started.length, 3)
+  await teardown()
   for (const attempt of started) t.equal(attempt.signal.reason, 'deadline')
   t.match(result.attempts, [{ result: 'aborted' }, { result: 'aborted' }, { result: 'aborted' }])
   started[0]?.succeed('too late')
   await sleep(5)
   t.equal(result.kind, 'deadline', 'a success after the decision changes nothing')
+})
+
+t.test('the losers are aborted before any timer or I/O callback that follows the decision', async (t) => {
+  const { started, startAttempt } = controlledAttempts()
+  const call = run({ startAttempt, hedgeDelayMs: 0 })
+  await sleep(5)
+  started[1]?.succeed('second')
+  await call
+  const seenByNextTimer = await new Promise<boolean[]>((resolve) => {
+    setTimeout(() => resolve(started.map((attempt) => attempt.signal.aborted)), 0)
+  })
+  t.same(seenByNextTimer, [true, false, true], 'aborted by the time the next timer runs; the winner left alone')
 })
 
 t.test('an attempt failing together with the deadline is still a deadline, not all_failed', async (t) => {
@@ -157,6 +175,7 @@ t.test('cancelling (the client went away) aborts every running attempt', async (
   const result = await call
   t.equal(result.kind, 'cancelled')
   t.equal(started.length, 3)
+  await teardown()
   for (const attempt of started) t.equal(attempt.signal.reason, 'cancelled')
 })
 
@@ -230,4 +249,33 @@ t.test('an allowed hedge fires as usual', async (t) => {
   t.equal(started.length, 3)
   started[1]?.succeed('hedge')
   t.match(await call, { kind: 'success', winner: 2 })
+})
+
+t.test('a large teardown is worked off in slices: timers that fall due meanwhile are not held up', async (t) => {
+  const busyFor = (ms: number): void => {
+    const until = performance.now() + ms
+    while (performance.now() < until) { /* an expensive abort, e.g. closing a connection */ }
+  }
+  const client = new AbortController()
+  const signals: AbortSignal[] = []
+  const calls = Array.from({ length: 20 }, () => hedgedCall<string>({
+    ...base,
+    hedgeDelayMs: 0,
+    cancelSignal: client.signal,
+    startAttempt: (signal) => {
+      signals.push(signal)
+      signal.addEventListener('abort', () => busyFor(1))
+      return new Promise(() => {})
+    }
+  }))
+  await sleep(5)
+  t.equal(signals.length, 60)
+  client.abort()
+  await Promise.all(calls)
+  const abortedWhenTimerRan = await new Promise<number>((resolve) => {
+    setTimeout(() => resolve(signals.filter((signal) => signal.aborted).length), 0)
+  })
+  t.ok(abortedWhenTimerRan > 0 && abortedWhenTimerRan < 60, `the timer ran amid the teardown, after ${abortedWhenTimerRan} of 60 aborts`)
+  await sleep(150)
+  t.equal(signals.filter((signal) => signal.aborted).length, 60, 'every attempt was aborted in the end')
 })

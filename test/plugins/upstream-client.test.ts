@@ -2,15 +2,22 @@ import t, { type Test } from 'tap'
 import { createUpstreamClient } from '../../plugins/upstream-client.js'
 import { startScriptedUpstream, type UpstreamBehaviour } from '../helpers/scripted-upstream.js'
 
-/** One attempt of the real got-based client against a scripted loopback upstream. */
-async function attemptAgainst (t: Test, behaviour: UpstreamBehaviour,
-  { timeoutMs = 2000, maxBodyBytes = 1024, abortAfterMs }: { timeoutMs?: number, maxBodyBytes?: number, abortAfterMs?: number } = {}) {
-  const upstream = await startScriptedUpstream(() => behaviour)
-  const client = createUpstreamClient(upstream.url, maxBodyBytes)
+/** The real got-based client against a scripted loopback upstream, both closed when the test ends. */
+async function clientAgainst (t: Test, script: (n: number) => UpstreamBehaviour,
+  { maxBodyBytes = 1024, maxSockets = 16 }: { maxBodyBytes?: number, maxSockets?: number } = {}) {
+  const upstream = await startScriptedUpstream(script)
+  const client = createUpstreamClient(upstream.url, { maxBodyBytes, maxSockets })
   t.teardown(async () => {
     client.close()
     await upstream.close()
   })
+  return { client, upstream }
+}
+
+/** One attempt against an upstream that behaves the same for every request. */
+async function attemptAgainst (t: Test, behaviour: UpstreamBehaviour,
+  { timeoutMs = 2000, maxBodyBytes = 1024, abortAfterMs }: { timeoutMs?: number, maxBodyBytes?: number, abortAfterMs?: number } = {}) {
+  const { client, upstream } = await clientAgainst(t, () => behaviour, { maxBodyBytes })
   const controller = new AbortController()
   if (abortAfterMs !== undefined) setTimeout(() => controller.abort('lost'), abortAfterMs)
   const outcome = await client.attempt(controller.signal, timeoutMs, 'test-request-id')
@@ -53,23 +60,13 @@ t.test('an abort is reported as aborted, with the abort reason, and resets the c
 })
 
 t.test('an attempt given an already aborted signal stops at once', async (t) => {
-  const upstream = await startScriptedUpstream(() => ({ kind: 'hang' }))
-  const client = createUpstreamClient(upstream.url, 1024)
-  t.teardown(async () => {
-    client.close()
-    await upstream.close()
-  })
+  const { client } = await clientAgainst(t, () => ({ kind: 'hang' }))
   const outcome = await client.attempt(AbortSignal.abort('cancelled'), 5000, 'test-request-id')
   t.same(outcome, { ok: false, reason: 'aborted', detail: 'cancelled' })
 })
 
 t.test('an abort before the connection is even open stops the attempt too', async (t) => {
-  const upstream = await startScriptedUpstream(() => ({ kind: 'hang' }))
-  const client = createUpstreamClient(upstream.url, 1024)
-  t.teardown(async () => {
-    client.close()
-    await upstream.close()
-  })
+  const { client } = await clientAgainst(t, () => ({ kind: 'hang' }))
   const controller = new AbortController()
   const attempt = client.attempt(controller.signal, 5000, 'test-request-id')
   controller.abort('deadline') // got opens its connection asynchronously: there is no socket yet
@@ -85,12 +82,7 @@ t.test('an abort while the body is streaming also stops the download', async (t)
 })
 
 t.test('a successful attempt leaves its keep-alive socket open for the next one', async (t) => {
-  const upstream = await startScriptedUpstream(() => ({ kind: 'json' }))
-  const client = createUpstreamClient(upstream.url, 1024)
-  t.teardown(async () => {
-    client.close()
-    await upstream.close()
-  })
+  const { client, upstream } = await clientAgainst(t, () => ({ kind: 'json' }))
   const signal = new AbortController().signal
   t.match(await client.attempt(signal, 1000, 'test-request-id'), { ok: true })
   t.match(await client.attempt(signal, 1000, 'test-request-id'), { ok: true })
@@ -98,4 +90,95 @@ t.test('a successful attempt leaves its keep-alive socket open for the next one'
   client.close()
   await new Promise((resolve) => setTimeout(resolve, 20))
   t.equal(upstream.openSockets(), 0, 'close() releases the pool')
+})
+
+t.test('beyond maxSockets, attempts wait for a free connection instead of opening more', async (t) => {
+  // Attempts 1 and 2 hang; whatever comes after answers at once.
+  const { client, upstream } = await clientAgainst(t, (n) => n <= 2 ? { kind: 'hang' } : { kind: 'json', body: { n } }, { maxSockets: 2 })
+  const first = new AbortController()
+  const second = new AbortController()
+  const attempts = [
+    client.attempt(first.signal, 5000, 'one'),
+    client.attempt(second.signal, 5000, 'two'),
+    client.attempt(new AbortController().signal, 5000, 'three')
+  ]
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.equal(upstream.requests.length, 2, 'the third attempt waits: only two requests reached the upstream')
+  t.equal(upstream.openSockets(), 2)
+
+  first.abort('lost')
+  t.same(await attempts[0], { ok: false, reason: 'aborted', detail: 'lost' })
+  t.same(await attempts[2], { ok: true, value: '{"n":3}' }, 'the waiting attempt got the freed slot')
+  t.match(upstream.requests.map((request) => request.headers['x-request-id']), ['one', 'two', 'three'])
+  second.abort('deadline')
+  t.same(await attempts[1], { ok: false, reason: 'aborted', detail: 'deadline' })
+})
+
+t.test('an attempt aborted while it waits for a connection never reaches the upstream', async (t) => {
+  const { client, upstream } = await clientAgainst(t, () => ({ kind: 'hang' }), { maxSockets: 1 })
+  const holder = new AbortController()
+  const holding = client.attempt(holder.signal, 5000, 'holder')
+  const waiter = new AbortController()
+  const waiting = client.attempt(waiter.signal, 5000, 'waiter')
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  waiter.abort('deadline')
+  t.same(await waiting, { ok: false, reason: 'aborted', detail: 'deadline' })
+  holder.abort('deadline')
+  await holding
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.equal(upstream.requests.length, 1, 'only the attempt that held the connection was sent')
+})
+
+t.test("an attempt's time limit covers its wait for a connection", async (t) => {
+  const { client, upstream } = await clientAgainst(t, () => ({ kind: 'hang' }), { maxSockets: 1 })
+  const holder = new AbortController()
+  const holding = client.attempt(holder.signal, 5000, 'holder')
+  const begin = performance.now()
+  const outcome = await client.attempt(new AbortController().signal, 80, 'waiter')
+  const took = performance.now() - begin
+  t.same(outcome, { ok: false, reason: 'timeout', detail: 'no upstream connection free within 80 ms' })
+  t.ok(took >= 79 && took < 80 + 50, `timed out while waiting (${took.toFixed(1)} ms)`)
+  holder.abort('deadline')
+  await holding
+  t.equal(upstream.requests.length, 1)
+})
+
+t.test('a waiting attempt that gets its connection late has only the rest of its time limit', async (t) => {
+  const { client, upstream } = await clientAgainst(t, () => ({ kind: 'hang' }), { maxSockets: 1 })
+  const holder = new AbortController()
+  const holding = client.attempt(holder.signal, 5000, 'holder')
+  setTimeout(() => holder.abort('lost'), 60)
+  const begin = performance.now()
+  const outcome = await client.attempt(new AbortController().signal, 150, 'waiter')
+  const took = performance.now() - begin
+  t.match(outcome, { ok: false, reason: 'timeout', detail: /Timeout awaiting 'request' for \d+(\.\d+)?ms/ })
+  t.ok(took >= 149 && took < 150 + 50, `the limit counted from the first call (${took.toFixed(1)} ms)`)
+  await holding
+  t.equal(upstream.requests.length, 2)
+})
+
+t.test('a freed connection goes to the newest waiting attempt, which has the most time left', async (t) => {
+  const { client, upstream } = await clientAgainst(t, (n) => n === 1 ? { kind: 'hang' } : { kind: 'json', body: { n } }, { maxSockets: 1 })
+  const holder = new AbortController()
+  const holding = client.attempt(holder.signal, 5000, 'holder')
+  await new Promise((resolve) => setTimeout(resolve, 50)) // the holder reached the upstream
+  const signal = new AbortController().signal
+  const older = client.attempt(signal, 5000, 'older')
+  const middle = new AbortController()
+  const leaving = client.attempt(middle.signal, 5000, 'middle')
+  const newer = client.attempt(signal, 5000, 'newer')
+  middle.abort('cancelled') // leaves the line from its middle
+  t.same(await leaving, { ok: false, reason: 'aborted', detail: 'cancelled' })
+  holder.abort('lost')
+  await holding
+  t.same(await newer, { ok: true, value: '{"n":2}' }, 'the newest went first')
+  t.same(await older, { ok: true, value: '{"n":3}' }, 'then the older one')
+  t.same(upstream.requests.map((request) => request.headers['x-request-id']), ['holder', 'newer', 'older'])
+})
+
+t.test('an https upstream is called through node:https', async (t) => {
+  // Nothing listens on port 1: the attempt gets as far as connecting, which only node:https does for https.
+  const client = createUpstreamClient('https://127.0.0.1:1/work', { maxBodyBytes: 1024, maxSockets: 1 })
+  t.teardown(() => client.close())
+  t.same(await client.attempt(new AbortController().signal, 1000, 'tls'), { ok: false, reason: 'connection_error', detail: 'ECONNREFUSED' })
 })

@@ -4,7 +4,7 @@ import { hedgedCall, type HedgeResult } from '../../../lib/hedging.js'
 import { CLIENT_CLOSED_REQUEST, ClientClosedRequestError, DeadlineExceededError } from '../../../lib/errors.js'
 import { serverTimingHeader } from '../../../lib/server-timing.js'
 import type { HedgeBudget } from '../../../lib/hedge-budget.js'
-import type { AttemptFailure } from '../../../plugins/upstream-client.js'
+import type { AttemptFailure, UpstreamAttempt } from '../../../plugins/upstream-client.js'
 import type { RequestOutcome, SmartMetrics } from '../../../plugins/metrics.js'
 import { RawJson, serializeSmartAnswer, smartQuerySchema, smartResponseSchemas, timeoutErrorMessage } from './schema.js'
 
@@ -21,6 +21,9 @@ declare module 'fastify' {
     smartCall: SmartCall | null
   }
 }
+
+/** How long after the deadline an attempt's own time limit ends, if the deadline somehow did not stop it. */
+const ATTEMPT_TIMEOUT_BACKSTOP_MS = 1000
 
 /** Methods that exist on the server but not on this resource: they get 405, not 404. */
 const UNSUPPORTED_METHODS = ['POST', 'PUT', 'PATCH', 'DELETE'] as const
@@ -75,8 +78,15 @@ const smartRoute: FastifyPluginAsyncTypebox = async (fastify) => {
       hedgeRequests: HEDGE_REQUESTS,
       cancelSignal: request.signal,
       mayHedge,
-      // Each attempt's own time limit ends at the deadline too, as a second line of defence.
-      startAttempt: (signal) => upstream.attempt(signal, deadline - performance.now(), request.id)
+      // The hedged call's deadline timer aborts every attempt; each attempt's own time limit (got's timer)
+      // ends a little later, as a backstop only. Ending together, both would fire under load, and got's
+      // would build a TimeoutError per attempt that nobody needs.
+      startAttempt: (signal) => new Promise<UpstreamAttempt>((resolve) => {
+        // Connections are opened in the check phase, once every request that arrived in this turn of the
+        // event loop has been read and has its deadline timer: in a burst, the last request must not wait
+        // for all the connections opened for the ones before it (its deadline counts from its arrival).
+        setImmediate(() => resolve(upstream.attempt(signal, deadline + ATTEMPT_TIMEOUT_BACKSTOP_MS - performance.now(), request.id)))
+      })
     })
     request.smartCall = { timeoutMs, result }
     if (hedgeBudget !== null) chargeBudget(hedgeBudget, result)

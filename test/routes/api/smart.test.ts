@@ -3,6 +3,8 @@ import { connect } from 'node:net'
 import { once } from 'node:events'
 import { startScriptedUpstream, type UpstreamBehaviour, type ScriptedUpstream } from '../../helpers/scripted-upstream.js'
 import { call, startService, type RunningService } from '../../helpers/service.js'
+import { startSilentUpstream } from '../../helpers/silent-upstream.js'
+import { sample } from '../../helpers/prometheus.js'
 
 /** Deadline answers may arrive this much after the timeout: timers, sockets and a shared machine. */
 const DEADLINE_MARGIN_MS = 60
@@ -363,4 +365,28 @@ t.test('an unexpected bug answers a JSON 500 that reveals nothing', async (t) =>
   const unnamed = await call(`${service.url}/unnamed-status`)
   assertErrorBody(t, unnamed, 420, 'enhance your calm')
   t.equal(unnamed.json?.error, 'Error', 'a status without a standard name')
+})
+
+t.test('with every upstream connection taken, the service holds its cap and still answers 408 on time', async (t) => {
+  const upstream = await startSilentUpstream()
+  // Hedges at once: 10 requests want 30 upstream connections together, and may have 3.
+  const service = await startService({ UPSTREAM_URL: upstream.url, UPSTREAM_MAX_SOCKETS: '3', HEDGE_DELAY_MS: '0' })
+  t.teardown(async () => {
+    await service.app.close()
+    await upstream.close()
+  })
+  const answers = Promise.all(Array.from({ length: 10 }, () => call(`${service.url}/api/smart?timeout=300`)))
+  await new Promise((resolve) => setTimeout(resolve, 150))
+  t.equal(upstream.connections(), 3, 'three connections, no more, while the requests wait')
+  for (const answer of await answers) {
+    assertErrorBody(t, answer, 408)
+    t.ok(answer.elapsedMs < 300 + DEADLINE_MARGIN_MS, `answered at the deadline (${answer.elapsedMs.toFixed(0)} ms)`)
+  }
+  const metrics = (await call(`${service.url}/metrics`)).text
+  t.equal(sample(metrics, 'smart_requests_total{outcome="timeout"}'), 10)
+  t.equal(sample(metrics, 'smart_upstream_attempts_total{result="aborted"}'), 30, 'waiting attempts count as aborted too')
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.equal(upstream.openSockets(), 0, 'every connection was released')
+  // The service goes on serving.
+  assertErrorBody(t, await call(`${service.url}/api/smart?timeout=100`), 408)
 })
