@@ -1,7 +1,9 @@
 /**
  * Memory: 5000 requests in flight at once against a never-answering upstream, timeout=20000, so each holds
- * its client connection and, after the hedge delay, three upstream sockets. RSS and heap before, at the
- * peak, and a few seconds after every request ended. Load shedding is off: a shed request is not in flight.
+ * its client connection and, after the hedge delay, three upstream attempts: as many of them as the
+ * service's cap allows (UPSTREAM_MAX_SOCKETS, its default here) on a socket of their own, the rest waiting
+ * for one. RSS and heap before, at the peak, and a few seconds after every request ended. Load shedding is
+ * off: a shed request is not in flight.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Answer } from '../http-client.js'
@@ -11,11 +13,12 @@ import { counts, mib, ratio, table, type Target } from '../report.js'
 import { profileName, type Scenario, type ScenarioContext, type ScenarioReport } from '../scenario.js'
 import { metricValue, readMetrics, startService } from '../service.js'
 import { countBy } from '../stats.js'
+import { loadConfig } from '../../lib/config.js'
 import { startUpstream } from '../upstreams.js'
 
 const WANTED_IN_FLIGHT = 5000
-/** Descriptors each request in flight holds in the service: its client connection and three upstream sockets. */
-const FDS_PER_REQUEST = 4
+/** Upstream sockets the service may hold at once, whatever the number of requests in flight. */
+const UPSTREAM_SOCKETS = loadConfig({}).UPSTREAM_MAX_SOCKETS
 /** Descriptors the service needs besides: its listener, event loop, stdio, /metrics scrapes, ... */
 const FD_HEADROOM = 100
 /** The requests are opened over two seconds: at once, most connections would wait on a full accept queue. */
@@ -44,11 +47,12 @@ function inFlightAtLastSend (answers: readonly Answer[]): number {
 }
 
 /**
- * 5000 in flight need about 20 000 descriptors in the service. Where the machine caps open files lower (and
- * forbids raising the cap), running out of descriptors would measure a crash, not memory: fewer then.
+ * 5000 in flight need a descriptor each in the service, plus its upstream sockets. Where the machine caps
+ * open files lower (and forbids raising the cap), running out of descriptors would measure a crash, not
+ * memory: fewer then.
  */
 function inFlightFor (fileLimit: number): number {
-  return Math.min(WANTED_IN_FLIGHT, Math.floor((fileLimit - FD_HEADROOM) / FDS_PER_REQUEST))
+  return Math.min(WANTED_IN_FLIGHT, fileLimit - FD_HEADROOM - UPSTREAM_SOCKETS)
 }
 
 async function run (context: ScenarioContext): Promise<ScenarioReport> {
