@@ -25,6 +25,9 @@ export const ConfigSchema = Type.Object({
   // file descriptor: without a cap, 5000 requests in flight with 3 attempts each need 15 000 of them, and a
   // process that runs out of descriptors crashes instead of answering 408.
   UPSTREAM_MAX_SOCKETS: Type.Integer({ minimum: 1, maximum: 1000000, default: 1024 }),
+  // Client connections open at once; further ones are closed as soon as they are accepted. With
+  // UPSTREAM_MAX_SOCKETS it bounds the descriptors the service needs, so a flood of clients cannot exhaust them.
+  MAX_CLIENT_CONNECTIONS: Type.Integer({ minimum: 1, maximum: 1000000, default: 10000 }),
   LOG_LEVEL: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
     { default: 'info' }

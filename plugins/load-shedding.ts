@@ -7,9 +7,12 @@ const SAMPLE_INTERVAL_MS = 100
 /**
  * When the event loop is saturated every request would miss its deadline, so new requests get an
  * immediate JSON 503 with Retry-After instead. Probes and metrics are exempt (see lib/probes.ts).
+ * Beyond MAX_CLIENT_CONNECTIONS open connections, new ones are closed at once: a process out of file
+ * descriptors cannot even answer 503, and its own timers (under-pressure's memory sampling among them) fail.
  */
 export default fp(async (fastify) => {
-  const { OVERLOAD_MAX_EVENT_LOOP_DELAY_MS, OVERLOAD_MAX_EVENT_LOOP_UTILIZATION, RETRY_AFTER_SECONDS } = fastify.config
+  const { OVERLOAD_MAX_EVENT_LOOP_DELAY_MS, OVERLOAD_MAX_EVENT_LOOP_UTILIZATION, RETRY_AFTER_SECONDS, MAX_CLIENT_CONNECTIONS } = fastify.config
+  fastify.server.maxConnections = MAX_CLIENT_CONNECTIONS
   await fastify.register(underPressure, {
     maxEventLoopDelay: OVERLOAD_MAX_EVENT_LOOP_DELAY_MS,
     maxEventLoopUtilization: OVERLOAD_MAX_EVENT_LOOP_UTILIZATION,

@@ -1,4 +1,7 @@
 import t from 'tap'
+import { connect } from 'node:net'
+import { once } from 'node:events'
+import { openConnection } from '../helpers/raw-http.js'
 import { startScriptedUpstream } from '../helpers/scripted-upstream.js'
 import { call, startService } from '../helpers/service.js'
 import { sample } from '../helpers/prometheus.js'
@@ -42,4 +45,37 @@ t.test('a saturated event loop sheds /api/smart with a JSON 503 and Retry-After,
   t.equal((await call(`${service.url}/api/smart?timeout=1000`)).status, 200, 'back to normal once the loop recovers')
   const { text } = await call(`${service.url}/metrics`)
   t.equal(sample(text, 'smart_requests_total{outcome="overloaded"}'), 1)
+})
+
+t.test('beyond MAX_CLIENT_CONNECTIONS new connections are closed at once; the open ones are served', async (t) => {
+  const upstream = await startScriptedUpstream(() => ({ kind: 'json' }))
+  const service = await startService({ UPSTREAM_URL: upstream.url, MAX_CLIENT_CONNECTIONS: '2' })
+  t.teardown(async () => {
+    await service.app.close()
+    await upstream.close()
+  })
+  const first = await openConnection(service.url)
+  const second = await openConnection(service.url)
+  // Node counts a connection once it has accepted it: give the second one that moment.
+  await new Promise((resolve) => setTimeout(resolve, 50))
+
+  const third = connect(Number(new URL(service.url).port), '127.0.0.1')
+  third.on('error', () => {})
+  let received = ''
+  third.on('data', (chunk: Buffer) => { received += chunk.toString() })
+  let closed = false
+  third.on('close', () => { closed = true })
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  t.ok(closed, 'the third connection was closed within 500 ms')
+  t.equal(received, '', 'without an answer')
+  third.destroy()
+
+  second.get('/api/smart?timeout=1000')
+  await once(second.socket, 'data')
+  second.socket.end()
+  const [answer] = await second.responses
+  t.equal(answer?.status, 200, 'an open connection is still served')
+  first.socket.destroy()
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.equal((await call(`${service.url}/api/smart?timeout=1000`)).status, 200, 'a new connection is accepted once one closed')
 })
