@@ -39,13 +39,20 @@ export interface ScriptedUpstream {
   requests: UpstreamRequest[]
   /** Milliseconds since the upstream started. */
   now (): number
-  /** Resolves once every request received so far has ended on the upstream side. */
-  allClosed (): Promise<void>
+  /**
+   * Resolves once every request received so far has ended on the upstream side; rejects, naming how many are
+   * still open, if that takes longer than `withinMs`, so a socket the service never closes fails the test
+   * with a reason instead of running into the test's time limit.
+   */
+  allClosed (withinMs?: number): Promise<void>
   openSockets (): number
   close (): Promise<void>
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** How long allClosed waits by default: longer than any deadline a test gives the service. */
+const ALL_CLOSED_LIMIT_MS = 15_000
 
 /** Compressed bodies by their decoded text: a test's scripted answers repeat, compressing them once is enough. */
 const gzipped = new Map<string, Buffer>()
@@ -185,8 +192,18 @@ export async function startScriptedUpstream (script: (n: number) => UpstreamBeha
     requests,
     now,
     openSockets: () => sockets.size,
-    allClosed: () => new Promise((resolve) => {
-      closeWaiters.add(resolve)
+    allClosed: (withinMs = ALL_CLOSED_LIMIT_MS) => new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        closeWaiters.delete(wake)
+        const open = requests.filter((request) => request.closedAt === undefined).map((request) => request.n)
+        reject(new Error(`upstream requests ${open.join(', ')} still open after ${withinMs} ms`))
+      }, withinMs)
+      const wake = (): void => {
+        clearTimeout(timer)
+        closeWaiters.delete(wake)
+        resolve()
+      }
+      closeWaiters.add(wake)
       settleWaiters()
     }),
     close: async () => {
