@@ -38,6 +38,11 @@ export const ConfigSchema = Type.Object({
   OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ minimum: 0, maximum: LARGEST_TIMER_MS, default: 100 }),
   // ... or while the event loop is busier than this share of the time (0 turns the check off).
   OVERLOAD_MAX_EVENT_LOOP_UTILIZATION: Type.Number({ minimum: 0, maximum: 1, default: 0 }),
+  // ... or while new connections would wait longer than this to be accepted (Linux; 0 turns the check off).
+  OVERLOAD_MAX_ACCEPT_WAIT_MS: Type.Integer({ minimum: 0, maximum: LARGEST_TIMER_MS, default: 0 }),
+  // While shedding load, hold back the hedges of calls in flight. Off by default: the schedule of SPEC §4 then
+  // holds in every condition.
+  OVERLOAD_HOLD_HEDGES: Type.Boolean({ default: false }),
   // The Retry-After (seconds) sent with every 503.
   RETRY_AFTER_SECONDS: Type.Integer({ minimum: 1, maximum: 3600, default: 1 })
 })

@@ -57,7 +57,7 @@ export interface HedgeOptions<T, Reason extends string = string> {
   budgetMs: number
   /** Aborts the whole call, e.g. when the client that asked for it has gone away. */
   cancelSignal?: AbortSignal
-  /** Asked when the hedge is due; false holds the hedges back (see HedgeBudget). */
+  /** Asked when the hedge is due; false holds the hedges back (e.g. under overload, or a hedge budget run low). */
   mayHedge?: () => boolean
 }
 

@@ -17,7 +17,7 @@ export interface SmartMetrics {
   requests: Counter<'outcome'>
   upstreamAttempts: Counter<'result'>
   hedges: Counter
-  hedgesThrottled: Counter
+  hedgesThrottled: Counter<'reason'>
   requestDuration: Histogram<'outcome'>
   upstreamAttemptDuration: Histogram<'result'>
   deadlineOvershoot: Histogram
@@ -55,7 +55,8 @@ export function createMetrics (): SmartMetrics {
     }),
     hedgesThrottled: new Counter({
       name: 'smart_hedges_throttled_total',
-      help: 'Times the hedge budget held a due hedge back because too many recent attempts failed.',
+      help: 'Due hedges held back: reason="overload" while the service shed load, "budget" when the hedge budget ran low.',
+      labelNames: ['reason'],
       registers
     }),
     requestDuration: new Histogram({

@@ -6,9 +6,11 @@
  *   (a) 500 req/s for 5 s, timeout=300: one attempt each
  *   (b) 1000 req/s for 5 s, timeout=1000: three attempts each, ~3000 upstream sockets open at once
  *   (c) 200 requests at the same instant on 200 open, warmed keep-alive connections
- *   (d) 3× the rate the service sustains (found by a short ramp first), load shedding on
+ *   (d) 3× the rate the service sustains (found by a short ramp first), load shedding on as by default
+ *   (d+) the same with the opt-in overload settings: shedding on the accept queue's wait too
+ *        (OVERLOAD_MAX_ACCEPT_WAIT_MS) and no hedging while shedding (OVERLOAD_HOLD_HEDGES)
  *
- * (a)–(c) run with shedding off (OVERLOAD_MAX_EVENT_LOOP_DELAY_MS=0) to measure the deadline itself.
+ * (a)–(c) run with shedding off to measure the deadline itself.
  */
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -23,7 +25,9 @@ import { countBy, distribution, type Distribution } from '../stats.js'
 import { histogram } from '../svg.js'
 import { startUpstream } from '../upstreams.js'
 
-const SHEDDING_OFF = { OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0' }
+const SHEDDING_OFF = { OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0', OVERLOAD_MAX_ACCEPT_WAIT_MS: '0' }
+/** (d+): the opt-in overload settings, at the values the README suggests. */
+const OPT_IN_OVERLOAD_SETTINGS = { OVERLOAD_MAX_ACCEPT_WAIT_MS: '20', OVERLOAD_HOLD_HEDGES: 'true' }
 const PHASE_SECONDS = 5
 /** How long after the load the service gets to release what it held before "after" is sampled. */
 const SETTLE_AFTER_MS = 2000
@@ -84,7 +88,8 @@ interface PhaseSpec {
   key: string
   label: string
   timeoutMs: number
-  shedding: boolean
+  /** The service's environment beyond its defaults (e.g. SHEDDING_OFF). */
+  env: Record<string, string>
   load (service: ServerUnderTest): Promise<LoadRun>
 }
 
@@ -95,7 +100,7 @@ async function runPhase (context: ScenarioContext, spec: PhaseSpec): Promise<Pha
   try {
     const service = await startService({
       upstreamUrl: upstream.url,
-      env: spec.shedding ? {} : SHEDDING_OFF,
+      env: spec.env,
       profileName: profileName(context, `deadline-${spec.key}`)
     })
     try {
@@ -202,11 +207,11 @@ function overshootAtMost (phase: PhaseResult, quantileName: 'p99' | 'max', limit
 function overloadTargets (phase: PhaseResult): Target[] {
   return [
     {
-      name: `(d) every answer a 408 within ${LATE_MS} ms or an immediate 503 (≤ ${IMMEDIATE_MS} ms)`,
+      name: `(${phase.key}) every answer a 408 within ${LATE_MS} ms or an immediate 503 (≤ ${IMMEDIATE_MS} ms)`,
       measured: `${phase.onTime408} + ${phase.immediate503} of ${phase.sent}`,
       met: phase.onTime408 + phase.immediate503 === phase.sent
     },
-    { name: `(d) no answer late by > ${LATE_MS} ms`, measured: String(phase.lateAnswers), met: phase.lateAnswers === 0 }
+    { name: `(${phase.key}) no answer late by > ${LATE_MS} ms`, measured: String(phase.lateAnswers), met: phase.lateAnswers === 0 }
   ]
 }
 
@@ -237,17 +242,19 @@ function phaseTable (phases: readonly PhaseResult[]): string {
   ].join('\n\n')
 }
 
-function overloadTable (phase: PhaseResult, sustainableRate: number, ramp: ReadonlyArray<{ rate: number, met: boolean, p99: number }>): string {
-  const shed = phase.statuses['503'] ?? 0
-  return table(`deadline (d): overload at 3 × the sustainable ${sustainableRate} req/s`, ['measure', 'value'], [
-    ['ramp (rate: lateness p99)', ramp.map((step) => `${step.rate}: ${ms(step.p99)} ms${step.met ? '' : ' ✗'}`).join(', ')],
-    ['share of 503 (shed)', percent(shed / phase.sent)],
-    [`408s within ${LATE_MS} ms of the deadline`, `${phase.onTime408} of ${phase.statuses['408'] ?? 0}`],
-    [`503s within ${IMMEDIATE_MS} ms`, `${phase.immediate503} of ${shed}`],
-    ['503 answer time p50 / p99 / max ms', `${ms(phase.shedLatency.p50)} / ${ms(phase.shedLatency.p99)} / ${ms(phase.shedLatency.max)}`],
-    ['408 lateness p50 / p99 / max ms', `${ms(phase.overshoot408.p50)} / ${ms(phase.overshoot408.p99)} / ${ms(phase.overshoot408.max)}`],
-    [`answers late by > ${LATE_MS} ms`, integer(phase.lateAnswers)]
-  ])
+function overloadTable (phases: readonly PhaseResult[], sustainableRate: number, ramp: ReadonlyArray<{ rate: number, met: boolean, p99: number }>): string {
+  const rows: Array<[string, (phase: PhaseResult) => string]> = [
+    ['share of 503 (shed)', (phase) => percent((phase.statuses['503'] ?? 0) / phase.sent)],
+    [`408s within ${LATE_MS} ms of the deadline`, (phase) => `${phase.onTime408} of ${phase.statuses['408'] ?? 0}`],
+    [`503s within ${IMMEDIATE_MS} ms`, (phase) => `${phase.immediate503} of ${phase.statuses['503'] ?? 0}`],
+    ['503 answer time p50 / p99 / max ms', (phase) => `${ms(phase.shedLatency.p50)} / ${ms(phase.shedLatency.p99)} / ${ms(phase.shedLatency.max)}`],
+    ['408 lateness p50 / p99 / max ms', (phase) => `${ms(phase.overshoot408.p50)} / ${ms(phase.overshoot408.p99)} / ${ms(phase.overshoot408.max)}`],
+    [`answers late by > ${LATE_MS} ms`, (phase) => integer(phase.lateAnswers)]
+  ]
+  const rampText = ramp.map((step) => `${step.rate}: ${ms(step.p99)} ms${step.met ? '' : ' ✗'}`).join(', ')
+  return table(`deadline (d): overload at 3 × the sustainable ${sustainableRate} req/s (ramp, rate: lateness p99: ${rampText})`,
+    ['measure', ...phases.map((phase) => `(${phase.key}) ${phase.label}`)],
+    rows.map(([measure, value]) => [measure, ...phases.map(value)]))
 }
 
 /** A round bin width (1, 2 or 5 × 10^n ms) that cuts the range into at most about 60 bins. */
@@ -294,39 +301,47 @@ async function run (context: ScenarioContext): Promise<ScenarioReport> {
     latenessB = loadRun.answers.filter((answer) => answer.status !== 0).map((answer) => answer.latencyMs - 1000)
     return loadRun
   }
-  phases.push(await runPhase(context, { key: 'a', label: '500 req/s, timeout=300', timeoutMs: 300, shedding: false, load: openLoop(500, 300) }))
-  phases.push(await runPhase(context, { key: 'b', label: '1000 req/s, timeout=1000', timeoutMs: 1000, shedding: false, load: keepLatenessB }))
+  phases.push(await runPhase(context, { key: 'a', label: '500 req/s, timeout=300', timeoutMs: 300, env: SHEDDING_OFF, load: openLoop(500, 300) }))
+  phases.push(await runPhase(context, { key: 'b', label: '1000 req/s, timeout=1000', timeoutMs: 1000, env: SHEDDING_OFF, load: keepLatenessB }))
   phases.push(await runPhase(context, {
     key: 'c',
     label: 'burst of 200 on open connections, timeout=1000',
     timeoutMs: 1000,
-    shedding: false,
+    env: SHEDDING_OFF,
     load: (service) => runBurst({ url: smartUrl(service, 1000), warmUrl: new URL('/health', service.origin), count: 200, maxWaitMs: 11_000 })
   }))
   const ramp = await findSustainableRate(context)
   const overloadRate = Math.min(MAX_GENERATOR_RATE, 3 * ramp.rate)
   const phaseD = await runPhase(context, {
     key: 'd',
-    label: `${overloadRate} req/s, timeout=1000, shedding on`,
+    label: `${overloadRate} req/s, timeout=1000, shedding as by default`,
     timeoutMs: 1000,
-    shedding: true,
+    env: {},
     load: openLoop(overloadRate, 1000)
   })
-  phases.push(phaseD)
-  const [a, b, c] = phases as [PhaseResult, PhaseResult, PhaseResult, PhaseResult]
+  const phaseDPlus = await runPhase(context, {
+    key: 'd+',
+    label: `${overloadRate} req/s, timeout=1000, + OVERLOAD_MAX_ACCEPT_WAIT_MS=20, OVERLOAD_HOLD_HEDGES=true`,
+    timeoutMs: 1000,
+    env: OPT_IN_OVERLOAD_SETTINGS,
+    load: openLoop(overloadRate, 1000)
+  })
+  phases.push(phaseD, phaseDPlus)
+  const [a, b, c] = phases as [PhaseResult, PhaseResult, PhaseResult]
   const targets: Target[] = [
     all408(a), overshootAtMost(a, 'p99', 10), overshootAtMost(a, 'max', 30), fdsBack(a),
     all408(b), overshootAtMost(b, 'p99', 50), fdsBack(b),
     all408(c), overshootAtMost(c, 'p99', 100), fdsBack(c),
-    ...overloadTargets(phaseD), fdsBack(phaseD)
+    ...overloadTargets(phaseD), fdsBack(phaseD),
+    ...overloadTargets(phaseDPlus), fdsBack(phaseDPlus)
   ]
   const plotPath = join(BENCH_DIR, 'plots', 'deadline-overshoot.svg')
   await mkdir(join(BENCH_DIR, 'plots'), { recursive: true })
   await writeFile(plotPath, overshootPlot(b, latenessB))
   const notes = `(c) went out on ${c.reusedConnections} of ${c.sent} already-open connections; ` +
-    `(d) ran at ${overloadRate} req/s = min(3 × ${ramp.rate}, ${MAX_GENERATOR_RATE}).`
+    `(d) and (d+) ran at ${overloadRate} req/s = min(3 × ${ramp.rate}, ${MAX_GENERATOR_RATE}).`
   return {
-    tables: [phaseTable(phases), overloadTable(phaseD, ramp.rate, ramp.steps), notes],
+    tables: [phaseTable(phases), overloadTable([phaseD, phaseDPlus], ramp.rate, ramp.steps), notes],
     targets,
     results: { phases, ramp, overloadRate, plot: 'bench/plots/deadline-overshoot.svg' }
   }

@@ -60,7 +60,7 @@ async function run (context: ScenarioContext): Promise<ScenarioReport> {
   try {
     const service = await startService({
       upstreamUrl: upstream.url,
-      env: { OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0' },
+      env: { OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0', OVERLOAD_MAX_ACCEPT_WAIT_MS: '0' },
       profileName: profileName(context, 'memory')
     })
     try {

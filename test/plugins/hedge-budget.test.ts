@@ -25,7 +25,7 @@ t.test('with the budget on and the upstream down, only the budgeted hedges are s
   t.equal(upstream.requests.length, 20 + 4, 'at most the budgeted extra attempts reached the down upstream')
   let metrics = (await call(`${service.url}/metrics`)).text
   t.equal(sample(metrics, 'smart_hedges_total'), 2)
-  t.equal(sample(metrics, 'smart_hedges_throttled_total'), 18)
+  t.equal(sample(metrics, 'smart_hedges_throttled_total{reason="budget"}'), 18)
 
   phase = 'up'
   for (let i = 0; i < 6; i++) t.equal((await call(`${service.url}/api/smart?timeout=1000`)).status, 200)

@@ -45,15 +45,22 @@ function outcomeWithoutCall (statusCode: number): RequestOutcome {
  * success, 408 when the timeout passes first, 502 when every attempt failed before it.
  */
 const smartRoute: FastifyPluginAsyncTypebox = async (fastify) => {
-  const { MAX_TIMEOUT_MS, HEDGE_DELAY_MS, HEDGE_REQUESTS } = fastify.config
+  const { MAX_TIMEOUT_MS, HEDGE_DELAY_MS, HEDGE_REQUESTS, OVERLOAD_HOLD_HEDGES } = fastify.config
   const { metrics, upstream, hedgeBudget } = fastify
-  const mayHedge = hedgeBudget === null
-    ? undefined
-    : () => {
-        const allowed = hedgeBudget.allowsHedge()
-        if (!allowed) metrics.hedgesThrottled.inc()
-        return allowed
-      }
+  /** Why a hedge that is due must not fire, or null when it may. */
+  const holdHedgeBack = (): 'overload' | 'budget' | null => {
+    // Extra attempts would deepen an overload the service is already shedding (when so configured).
+    if (OVERLOAD_HOLD_HEDGES && fastify.isUnderPressure()) return 'overload'
+    // The hedge budget (when on) ran low: the upstream is failing.
+    if (hedgeBudget !== null && !hedgeBudget.allowsHedge()) return 'budget'
+    return null
+  }
+  const mayHedge = (): boolean => {
+    const reason = holdHedgeBack()
+    if (reason === null) return true
+    metrics.hedgesThrottled.inc({ reason })
+    return false
+  }
   fastify.decorateRequest('smartCall', null)
 
   fastify.get('/', {
