@@ -2,6 +2,7 @@
  * The two HTTP servers under test, each in its own process: the built service (`node dist/server.js`) and
  * the minimal got proxy it is compared with.
  */
+import { once } from 'node:events'
 import { request } from 'node:http'
 import { join } from 'node:path'
 import { BENCH_DIR, compiledEntry, freePort, spawnNode, waitUntilServing, type StartedProcess } from './processes.js'
@@ -13,6 +14,12 @@ export interface ServerUnderTest {
   stop (): Promise<void>
 }
 
+/** The service as started with `garbageCollection`: it can be asked for a full GC. */
+export interface CollectableService extends ServerUnderTest {
+  /** Runs a full garbage collection in the service, then returns its process.memoryUsage(). */
+  collectGarbage (): Promise<NodeJS.MemoryUsage>
+}
+
 export interface ServiceOptions {
   upstreamUrl: string
   /** Overrides of the service's environment, e.g. { HEDGE_REQUESTS: '0' }. */
@@ -20,6 +27,15 @@ export interface ServiceOptions {
   /** When set, the service writes a V8 CPU profile into this folder (under bench/profiles/) on exit. */
   profileName?: string
 }
+
+/**
+ * Node's arguments that let the bench trigger a full GC in the service over its IPC channel: any message makes
+ * it collect and answer with its memory usage. Nothing else in the service changes.
+ */
+const COLLECT_GARBAGE_ON_MESSAGE = [
+  '--expose-gc',
+  '--import=data:text/javascript,process.on("message",()=>{globalThis.gc();process.send(process.memoryUsage())})'
+]
 
 /** How long requests still running at stop() may take; the bench waits for its own requests first anyway. */
 const SHUTDOWN_GRACE_MS = '5000'
@@ -34,13 +50,12 @@ async function serve (process: StartedProcess, origin: string, readyPath: string
   return { origin, pid: process.pid, stop: () => process.stop() }
 }
 
-export async function startService (options: ServiceOptions): Promise<ServerUnderTest> {
-  const port = await freePort()
+function serviceProcess (options: ServiceOptions, port: number, extraNodeArgs: string[], ipc: boolean): StartedProcess {
   const profiling = options.profileName === undefined
     ? []
     : ['--cpu-prof', `--cpu-prof-dir=${join(BENCH_DIR, 'profiles', options.profileName)}`]
-  const service = spawnNode({
-    nodeArgs: [...profiling, 'dist/server.js'],
+  return spawnNode({
+    nodeArgs: [...profiling, ...extraNodeArgs, 'dist/server.js'],
     env: {
       PORT: String(port),
       HOST: '127.0.0.1',
@@ -48,9 +63,28 @@ export async function startService (options: ServiceOptions): Promise<ServerUnde
       UPSTREAM_URL: options.upstreamUrl,
       SHUTDOWN_GRACE_MS,
       ...options.env
-    }
+    },
+    ipc
   })
-  return serve(service, `http://127.0.0.1:${port}`, '/health')
+}
+
+export async function startService (options: ServiceOptions): Promise<ServerUnderTest> {
+  const port = await freePort()
+  return serve(serviceProcess(options, port, [], false), `http://127.0.0.1:${port}`, '/health')
+}
+
+/** The service with an IPC channel over which the bench can have it collect its garbage (memory scenario). */
+export async function startCollectableService (options: ServiceOptions): Promise<CollectableService> {
+  const port = await freePort()
+  const started = serviceProcess(options, port, COLLECT_GARBAGE_ON_MESSAGE, true)
+  const service = await serve(started, `http://127.0.0.1:${port}`, '/health')
+  const collectGarbage = async (): Promise<NodeJS.MemoryUsage> => {
+    const answer = once(started.child, 'message') as Promise<[NodeJS.MemoryUsage]>
+    started.child.send('gc')
+    const [usage] = await answer
+    return usage
+  }
+  return { ...service, collectGarbage }
 }
 
 /** bench/minimal-got-proxy.ts: the least a got-based proxy can do, the yardstick for the service's overhead. */
