@@ -5,7 +5,7 @@
  * working through timers, connects and teardown), connections pile up in the kernel's accept queue faster
  * than they are taken from it, and wait there: the client's clock runs, the service's does not start until
  * the request is read. Event-loop delay does not show it (timers still fire every turn), so this reads the
- * queue itself and estimates how long it takes to drain at the rate connections were accepted recently.
+ * queue itself and follows the connections in it until they are accepted.
  */
 import { closeSync, openSync, readSync } from 'node:fs'
 
