@@ -1,8 +1,8 @@
 /**
- * Child processes of the bench (the service, the minimal got proxy, the upstreams) and what /proc says about them.
+ * Child processes of the bench (the service, the yardsticks, the upstreams) and what /proc says about them.
  * Every process under test runs apart from the load generator, so the two never share an event loop.
  */
-import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
+import { execFile, spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { request } from 'node:http'
@@ -12,6 +12,7 @@ import type { Readable } from 'node:stream'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { promisify } from 'node:util'
 import ts from 'typescript'
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -22,6 +23,14 @@ const WANTED_FILE_LIMIT = 65536
 
 /** How long a stopped child may take to exit on its own before it is killed. */
 const STOP_GRACE_MS = 10_000
+
+/** The node executable every child runs on; the load generator stays on the bench's own runtime. */
+let nodeUnderTest = process.execPath
+
+/** Set once, before the first child starts (bench/run.ts --node). */
+export function setNodeUnderTest (executable: string): void {
+  nodeUnderTest = executable
+}
 
 export interface StartedProcess {
   readonly pid: number
@@ -64,12 +73,12 @@ function forwardLines (stream: Readable | null, prefix: string): void {
 }
 
 /**
- * Starts `node <nodeArgs>` with the open-file limit raised as far as the machine allows. bash `exec`s node,
- * so the pid is node's own and /proc/<pid> describes the process under test.
+ * Starts `node <nodeArgs>` on the node under test, with the open-file limit raised as far as the machine allows.
+ * bash `exec`s node, so the pid is node's own and /proc/<pid> describes the process under test.
  */
 export function spawnNode (options: SpawnOptions): StartedProcess {
   const stdio: StdioOptions = options.ipc === true ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe']
-  const child = spawn('bash', ['-c', raiseFileLimitScript(), 'bash', process.execPath, ...options.nodeArgs], {
+  const child = spawn('bash', ['-c', raiseFileLimitScript(), 'bash', nodeUnderTest, ...options.nodeArgs], {
     cwd: REPO_ROOT,
     env: { ...process.env, ...options.env },
     stdio
@@ -173,6 +182,29 @@ export async function sampleProcess (pid: number): Promise<ProcessSample> {
   const [entries, status] = await Promise.all([readdir(`/proc/${pid}/fd`), readFile(`/proc/${pid}/status`, 'utf8')])
   const rssKiB = Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1] ?? Number.NaN)
   return { fds: entries.length, rssBytes: rssKiB * 1024 }
+}
+
+/** How long a clock tick of /proc/<pid>/stat is: `getconf CLK_TCK`, asked once (100 on every usual Linux). */
+let clockTicksPerSecond: Promise<number> | undefined
+
+function clockTicks (): Promise<number> {
+  clockTicksPerSecond ??= promisify(execFile)('getconf', ['CLK_TCK']).then(
+    ({ stdout }) => Number(stdout.trim()) || 100,
+    () => 100
+  )
+  return clockTicksPerSecond
+}
+
+/**
+ * CPU seconds a process has used so far, user and system, all its threads (GC and libuv's pool included):
+ * utime and stime, fields 14 and 15 of /proc/<pid>/stat.
+ */
+export async function cpuSeconds (pid: number): Promise<number> {
+  const [stat, ticksPerSecond] = await Promise.all([readFile(`/proc/${pid}/stat`, 'utf8'), clockTicks()])
+  // Field 2, the command name, is in parentheses and may hold spaces: count from the last ')'. What follows
+  // it starts with field 3, so fields 14 and 15 are at 11 and 12.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond
 }
 
 /** The soft open-file limit the process actually got (the machine may not allow WANTED_FILE_LIMIT). */

@@ -1,6 +1,6 @@
 /**
- * The two HTTP servers under test, each in its own process: the built service (`node dist/server.js`) and
- * the minimal got proxy it is compared with.
+ * The HTTP servers under test, each in its own process: the built service (`node dist/server.js`) and the
+ * yardsticks it is compared with, the minimal got proxy and the bare hedging route.
  */
 import { once } from 'node:events'
 import { request } from 'node:http'
@@ -96,6 +96,16 @@ export async function startMinimalGotProxy (upstreamUrl: string): Promise<Server
   })
   // Every path is proxied, so a 200 here also proves the upstream is reachable through it.
   return serve(proxy, `http://127.0.0.1:${port}`, '/')
+}
+
+/** bench/bare-hedging-route.ts: the service's hedging schedule with nothing else, the yardstick of its cost per call. */
+export async function startBareHedgingRoute (upstreamUrl: string): Promise<ServerUnderTest> {
+  const port = await freePort()
+  const route = spawnNode({
+    nodeArgs: await compiledEntry('bare-hedging-route.ts'),
+    env: { PORT: String(port), UPSTREAM_URL: upstreamUrl }
+  })
+  return serve(route, `http://127.0.0.1:${port}`, '/health')
 }
 
 /** The service's /metrics in Prometheus text format. */

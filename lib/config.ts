@@ -34,12 +34,9 @@ export const ConfigSchema = Type.Object({
   ),
   // After SIGTERM/SIGINT, requests in flight get this long to finish before the process exits anyway.
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 0, maximum: LARGEST_TIMER_MS, default: 30000 }),
-  // Load shedding: answer 503 at once while the event loop lags more than this (0 turns the check off).
-  OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ minimum: 0, maximum: LARGEST_TIMER_MS, default: 100 }),
-  // ... or while the event loop is busier than this share of the time (0 turns the check off).
-  OVERLOAD_MAX_EVENT_LOOP_UTILIZATION: Type.Number({ minimum: 0, maximum: 1, default: 0 }),
-  // ... or while new connections would wait longer than this to be accepted (Linux; 0 turns the check off).
-  OVERLOAD_MAX_ACCEPT_WAIT_MS: Type.Integer({ minimum: 0, maximum: LARGEST_TIMER_MS, default: 0 }),
+  // Load shedding: answer 503 at once while new connections wait longer than this, on average over the last
+  // second, before the service gets to them (0 turns it off). See plugins/load-shedding.ts.
+  OVERLOAD_MAX_WAIT_MS: Type.Integer({ minimum: 0, maximum: LARGEST_TIMER_MS, default: 200 }),
   // While shedding load, hold back the hedges of calls in flight. Off by default: the schedule of SPEC §4 then
   // holds in every condition.
   OVERLOAD_HOLD_HEDGES: Type.Boolean({ default: false }),
@@ -50,9 +47,23 @@ export const ConfigSchema = Type.Object({
 export type Config = Static<typeof ConfigSchema>
 
 /**
+ * Settings that no longer exist, with what replaced them. Ignoring one silently could turn on what its user
+ * had turned off (e.g. OVERLOAD_MAX_EVENT_LOOP_DELAY_MS=0 meant "no load shedding").
+ */
+const REPLACED_SETTINGS: Record<string, string> = {
+  OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: 'OVERLOAD_MAX_WAIT_MS',
+  OVERLOAD_MAX_EVENT_LOOP_UTILIZATION: 'OVERLOAD_MAX_WAIT_MS',
+  OVERLOAD_MAX_ACCEPT_WAIT_MS: 'OVERLOAD_MAX_WAIT_MS'
+}
+
+/**
  * Validates the given environment (process.env by default) and returns the typed configuration.
  * Throws an Error whose message names every offending variable, e.g. "env/HEDGE_DELAY_MS must be integer".
  */
 export function loadConfig (environment: Record<string, string | undefined> = process.env): Config {
+  const replaced = Object.keys(REPLACED_SETTINGS).filter((name) => environment[name] !== undefined)
+  if (replaced.length > 0) {
+    throw new Error(replaced.map((name) => `${name} is no longer a setting; use ${REPLACED_SETTINGS[name]} (see README, "Overload")`).join('; '))
+  }
   return envSchema<Config>({ schema: ConfigSchema, data: environment, env: false })
 }

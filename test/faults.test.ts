@@ -393,7 +393,7 @@ for (const fault of FAULTS) {
           LOG_LEVEL: 'info',
           // The service shares this process with the upstreams and the test: a lag they cause (building a
           // 64 MiB body) is not the service's overload, and shedding it would answer 503 to these requests.
-          OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0'
+          OVERLOAD_MAX_WAIT_MS: '0'
         })
         let serviceClosed = false
         t.teardown(async () => {
@@ -432,7 +432,7 @@ t.test('the gzip bomb is valid JSON and small: only the decoded size makes it fa
   const service = await startService({
     UPSTREAM_URL: upstream.url,
     MAX_BODY_BYTES: String(BOMB_TEXT.length),
-    OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0'
+    OVERLOAD_MAX_WAIT_MS: '0'
   })
   t.teardown(async () => {
     await service.app.close()

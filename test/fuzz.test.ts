@@ -110,7 +110,7 @@ async function setup (t: Test): Promise<Fixture> {
     MAX_TIMEOUT_MS: String(MAX_TIMEOUT_MS),
     // The service shares this process with the fuzzer; a lag the fuzzer causes is not the service's
     // overload, and shedding it would answer 503s that have nothing to do with the input.
-    OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0'
+    OVERLOAD_MAX_WAIT_MS: '0'
   })
   t.teardown(async () => {
     await service.app.close()

@@ -311,7 +311,7 @@ t.test('two instances behind nginx: a rolling restart under load fails no reques
       LOG_LEVEL: 'info',
       // Restarts are the subject here, not load shedding (tested on its own): a CI machine busy with other test
       // files must not get a 503 for an event loop lag.
-      OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0',
+      OVERLOAD_MAX_WAIT_MS: '0',
       // Requests here take under 100 ms: an instance still draining after 5 s is stuck, and exits 1.
       SHUTDOWN_GRACE_MS: '5000'
     })

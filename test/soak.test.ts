@@ -128,7 +128,7 @@ async function client (base: string, agent: Agent, until: number, tally: Tally, 
 t.test(`soak: ${SOAK_SECONDS} s of mixed traffic from ${CLIENTS} clients leaves no 500, no drop, no leak`, async (t) => {
   if (ENTRY !== 'dist/server.js') t.equal(await buildOwnCopy(), 0, 'the service compiles')
   // A 5 s ceiling keeps requests without a timeout (waiting for a success) from stretching the run.
-  const server = runServer({ ...RUN_AS_SHIPPED, LOG_LEVEL: 'info', OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0', MAX_TIMEOUT_MS: String(CEILING_MS) }, COLLECT_GARBAGE_ON_REQUEST, ENTRY)
+  const server = runServer({ ...RUN_AS_SHIPPED, LOG_LEVEL: 'info', OVERLOAD_MAX_WAIT_MS: '0', MAX_TIMEOUT_MS: String(CEILING_MS) }, COLLECT_GARBAGE_ON_REQUEST, ENTRY)
   const base = await listeningUrl(t, server)
   const pid = server.child.pid ?? 0
   // The baseline is the service warmed up by the very same traffic, then left idle: what it holds at rest

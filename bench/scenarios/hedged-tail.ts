@@ -7,7 +7,7 @@ import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { runClosedLoop } from '../closed-loop.js'
 import type { Answer } from '../http-client.js'
-import { BENCH_DIR } from '../processes.js'
+import { REPO_ROOT } from '../processes.js'
 import { counts, ms, percent, table, type Target } from '../report.js'
 import { profileName, type Scenario, type ScenarioContext, type ScenarioReport } from '../scenario.js'
 import { scheduleLimit, type ScheduleLimit } from '../schedule-limit.js'
@@ -132,8 +132,8 @@ async function run (context: ScenarioContext): Promise<ScenarioReport> {
       if (clients === 30 && !hedging) Object.assign(at30, { off: successLatencies, offRequests: run.requests })
     }
   }
-  await mkdir(join(BENCH_DIR, 'plots'), { recursive: true })
-  await writeFile(join(BENCH_DIR, 'plots', 'hedged-latency.svg'), latencyPlot(at30, hedgedLimit, unhedgedLimit))
+  await mkdir(join(REPO_ROOT, context.plotsDir), { recursive: true })
+  await writeFile(join(REPO_ROOT, context.plotsDir, 'hedged-latency.svg'), latencyPlot(at30, hedgedLimit, unhedgedLimit))
   const printed = table(
     `hedged tail (seeded simulator, timeout=${TIMEOUT_MS}, closed loop, service defaults incl. load shedding; ` +
       `limit = zero-overhead schedule, ${hedgedLimit.trials} simulated requests; gap = service − limit)`,
@@ -165,7 +165,7 @@ async function run (context: ScenarioContext): Promise<ScenarioReport> {
         hedged: { successRate: hedgedLimit.successRate, p50Ms: hedgedLimit.p50Ms, p90Ms: hedgedLimit.p90Ms, p99Ms: hedgedLimit.p99Ms },
         unhedged: { successRate: unhedgedLimit.successRate, p50Ms: unhedgedLimit.p50Ms, p90Ms: unhedgedLimit.p90Ms, p99Ms: unhedgedLimit.p99Ms }
       },
-      plot: 'bench/plots/hedged-latency.svg'
+      plot: `${context.plotsDir}/hedged-latency.svg`
     }
   }
 }

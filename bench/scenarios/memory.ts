@@ -66,7 +66,7 @@ async function run (context: ScenarioContext): Promise<ScenarioReport> {
   try {
     const service = await startCollectableService({
       upstreamUrl: upstream.url,
-      env: { OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0', OVERLOAD_MAX_ACCEPT_WAIT_MS: '0' },
+      env: { OVERLOAD_MAX_WAIT_MS: '0' },
       profileName: profileName(context, 'memory')
     })
     try {

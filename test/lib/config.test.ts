@@ -16,9 +16,7 @@ t.test('defaults match SPEC §3', async (t) => {
     MAX_CLIENT_CONNECTIONS: 10000,
     LOG_LEVEL: 'info',
     SHUTDOWN_GRACE_MS: 30000,
-    OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: 100,
-    OVERLOAD_MAX_EVENT_LOOP_UTILIZATION: 0,
-    OVERLOAD_MAX_ACCEPT_WAIT_MS: 0,
+    OVERLOAD_MAX_WAIT_MS: 200,
     OVERLOAD_HOLD_HEDGES: false,
     RETRY_AFTER_SECONDS: 1
   })
@@ -59,8 +57,7 @@ t.test('an invalid value stops start-up with a message naming the variable', asy
     [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL/],
     [{ HOST: '' }, /HOST must NOT have fewer than 1 characters/],
     [{ SHUTDOWN_GRACE_MS: 'later' }, /SHUTDOWN_GRACE_MS must be integer/],
-    [{ OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '-5' }, /OVERLOAD_MAX_EVENT_LOOP_DELAY_MS must be >= 0/],
-    [{ OVERLOAD_MAX_EVENT_LOOP_UTILIZATION: '1.5' }, /OVERLOAD_MAX_EVENT_LOOP_UTILIZATION must be <= 1/],
+    [{ OVERLOAD_MAX_WAIT_MS: '-5' }, /OVERLOAD_MAX_WAIT_MS must be >= 0/],
     [{ RETRY_AFTER_SECONDS: '0' }, /RETRY_AFTER_SECONDS must be >= 1/],
     [{ HEDGE_BUDGET_TOKENS: '-1' }, /HEDGE_BUDGET_TOKENS must be >= 0/],
     [{ HEDGE_BUDGET_TOKEN_RATIO: '0' }, /HEDGE_BUDGET_TOKEN_RATIO must be > 0/]
@@ -68,4 +65,11 @@ t.test('an invalid value stops start-up with a message naming the variable', asy
   for (const [environment, message] of cases) {
     t.throws(() => loadConfig(environment), message, JSON.stringify(environment))
   }
+})
+
+t.test('a setting that was replaced stops start-up with a message naming its replacement', async (t) => {
+  t.throws(() => loadConfig({ OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0' }),
+    /OVERLOAD_MAX_EVENT_LOOP_DELAY_MS is no longer a setting; use OVERLOAD_MAX_WAIT_MS/)
+  t.throws(() => loadConfig({ OVERLOAD_MAX_EVENT_LOOP_UTILIZATION: '0.9', OVERLOAD_MAX_ACCEPT_WAIT_MS: '20' }),
+    /OVERLOAD_MAX_EVENT_LOOP_UTILIZATION is no longer a setting; use OVERLOAD_MAX_WAIT_MS .*; OVERLOAD_MAX_ACCEPT_WAIT_MS is no longer a setting/)
 })
