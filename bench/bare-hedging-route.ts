@@ -4,16 +4,21 @@
  * Agent. Everything the service does beyond this (validation, got, metrics, logs, load shedding, deferred
  * teardown) is its overhead.
  *
+ * UPSTREAM_CLIENT=got makes each attempt one got stream instead (one got instance over the same Agent, no
+ * retries, statuses judged by the route), with the route unchanged otherwise. It splits that overhead in two:
+ * what got costs over bare node:http, and what the service's own machinery costs on top of got.
+ *
  * Schedule: attempt 1 at once; HEDGE_REQUESTS more after HEDGE_DELAY_MS, or at once when attempt 1 fails
  * earlier. An attempt succeeds on 200 with a body that parses as JSON; the first success wins (200), all
  * attempts failed is a 502, the deadline (`timeout` ms from the handler's start) a 408. The attempts still
  * running are destroyed right after the answer, or when the client goes away before it.
  *
  * The bench runs it as its own process, compiled to plain JavaScript like the service (see compiledEntry);
- * by hand: PORT=8090 UPSTREAM_URL=http://127.0.0.1:8081/ npx tsx bench/bare-hedging-route.ts
+ * by hand: PORT=8090 UPSTREAM_URL=http://127.0.0.1:8081/ [UPSTREAM_CLIENT=got] npx tsx bench/bare-hedging-route.ts
  */
 import Fastify, { type FastifyReply } from 'fastify'
-import { Agent, request, type ClientRequest } from 'node:http'
+import got from 'got'
+import { Agent, request } from 'node:http'
 
 const HEDGE_DELAY_MS = 300
 const HEDGE_REQUESTS = 2
@@ -21,13 +26,22 @@ const DEFAULT_TIMEOUT_MS = 60_000
 
 const upstreamUrl = process.env.UPSTREAM_URL ?? ''
 const port = Number(process.env.PORT ?? '0')
+const upstreamClient = process.env.UPSTREAM_CLIENT ?? 'node:http'
 if (upstreamUrl === '') throw new Error('UPSTREAM_URL is required')
+if (upstreamClient !== 'node:http' && upstreamClient !== 'got') throw new Error('UPSTREAM_CLIENT is node:http or got')
 
 // No maxSockets cap: every attempt gets a socket at once, as in the least a hedging client can do.
 const agent = new Agent({ keepAlive: true })
 
+/** What the route keeps of a running attempt: enough to stop it. */
+interface Running {
+  destroy (): void
+}
+
 /** One GET to the upstream; calls back once with its body on success, or with null on any failure. */
-function attempt (done: (body: string | null) => void): ClientRequest {
+type Attempt = (done: (body: string | null) => void) => Running
+
+function nodeHttpAttempt (done: (body: string | null) => void): Running {
   const req = request(upstreamUrl, { agent }, (res) => {
     const chunks: Buffer[] = []
     res.on('data', (chunk: Buffer) => chunks.push(chunk))
@@ -41,6 +55,23 @@ function attempt (done: (body: string | null) => void): ClientRequest {
   req.end()
   return req
 }
+
+/** Created once; statuses other than 200 are judged by the attempt, not thrown by got. */
+const client = got.extend({ agent: { http: agent }, retry: { limit: 0 }, throwHttpErrors: false })
+
+function gotAttempt (done: (body: string | null) => void): Running {
+  const stream = client.stream(upstreamUrl)
+  const chunks: Buffer[] = []
+  stream.on('data', (chunk: Buffer) => chunks.push(chunk))
+  stream.on('error', () => done(null))
+  stream.on('end', () => {
+    const body = Buffer.concat(chunks).toString('utf8')
+    done(stream.response?.statusCode === 200 && parsesAsJson(body) ? body : null)
+  })
+  return stream
+}
+
+const attempt: Attempt = upstreamClient === 'got' ? gotAttempt : nodeHttpAttempt
 
 function parsesAsJson (text: string): boolean {
   try {
@@ -61,7 +92,7 @@ app.get('/health', async () => ({ status: 'ok' }))
 
 app.get<{ Querystring: { timeout?: string } }>('/api/smart', (req, reply) => {
   const timeoutMs = req.query.timeout === undefined ? DEFAULT_TIMEOUT_MS : Number(req.query.timeout)
-  const running = new Set<ClientRequest>()
+  const running = new Set<Running>()
   let launched = 0
   let failed = 0
   let answered = false

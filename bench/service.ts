@@ -1,6 +1,6 @@
 /**
  * The HTTP servers under test, each in its own process: the built service (`node dist/server.js`) and the
- * yardsticks it is compared with, the minimal got proxy and the bare hedging route.
+ * yardsticks it is compared with, the minimal got proxy and the bare hedging route (node:http or got client).
  */
 import { once } from 'node:events'
 import { request } from 'node:http'
@@ -98,12 +98,15 @@ export async function startMinimalGotProxy (upstreamUrl: string): Promise<Server
   return serve(proxy, `http://127.0.0.1:${port}`, '/')
 }
 
-/** bench/bare-hedging-route.ts: the service's hedging schedule with nothing else, the yardstick of its cost per call. */
-export async function startBareHedgingRoute (upstreamUrl: string): Promise<ServerUnderTest> {
+/**
+ * bench/bare-hedging-route.ts: the service's hedging schedule with nothing else, the yardstick of its cost per
+ * call; `client` is its upstream client (UPSTREAM_CLIENT), bare node:http or got.
+ */
+export async function startBareHedgingRoute (upstreamUrl: string, client: 'node:http' | 'got' = 'node:http'): Promise<ServerUnderTest> {
   const port = await freePort()
   const route = spawnNode({
     nodeArgs: await compiledEntry('bare-hedging-route.ts'),
-    env: { PORT: String(port), UPSTREAM_URL: upstreamUrl }
+    env: { PORT: String(port), UPSTREAM_URL: upstreamUrl, UPSTREAM_CLIENT: client }
   })
   return serve(route, `http://127.0.0.1:${port}`, '/health')
 }

@@ -34,8 +34,8 @@ export const ConfigSchema = Type.Object({
   ),
   // After SIGTERM/SIGINT, requests in flight get this long to finish before the process exits anyway.
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 0, maximum: LARGEST_TIMER_MS, default: 30000 }),
-  // Load shedding: answer 503 at once while new connections wait longer than this, on average over the last
-  // second, before the service gets to them (0 turns it off). See plugins/load-shedding.ts.
+  // Load shedding: answer 503 at once while most new connections of the last second waited longer than this
+  // before the service got to them (0 turns it off). See plugins/load-shedding.ts.
   OVERLOAD_MAX_WAIT_MS: Type.Integer({ minimum: 0, maximum: LARGEST_TIMER_MS, default: 200 }),
   // While shedding load, hold back the hedges of calls in flight. Off by default: the schedule of SPEC §4 then
   // holds in every condition.

@@ -1,4 +1,19 @@
 /**
+ * Runs `create` without capturing a stack trace. For outcomes the service expects and answers through
+ * Fastify's error path (a deadline, a client gone): nobody reads their stack, and capturing one took about
+ * 20 µs, paid by every 408 when many deadlines fall due together.
+ */
+function withoutStackTrace<T> (create: () => T): T {
+  const stackTraceLimit = Error.stackTraceLimit
+  Error.stackTraceLimit = 0
+  try {
+    return create()
+  } finally {
+    Error.stackTraceLimit = stackTraceLimit
+  }
+}
+
+/**
  * The deadline passed before any attempt succeeded. Its name is 'TimeoutError', like got's and
  * AbortSignal.timeout()'s errors, so the error handler answers every kind of timeout with 408.
  */
@@ -7,6 +22,10 @@ export class DeadlineExceededError extends Error {
 
   constructor (readonly timeoutMs: number) {
     super(`No successful upstream answer within the ${timeoutMs} ms timeout.`)
+  }
+
+  static create (timeoutMs: number): DeadlineExceededError {
+    return withoutStackTrace(() => new DeadlineExceededError(timeoutMs))
   }
 }
 
@@ -19,5 +38,9 @@ export class ClientClosedRequestError extends Error {
 
   constructor () {
     super('The client closed the connection before the answer was ready.')
+  }
+
+  static create (): ClientClosedRequestError {
+    return withoutStackTrace(() => new ClientClosedRequestError())
   }
 }

@@ -2,30 +2,25 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import underPressure from '@fastify/under-pressure'
 import { ConnectionProbe } from '../lib/connection-probe.js'
-import { SlidingAverage } from '../lib/sliding-average.js'
+import { SlidingMedian } from '../lib/sliding-median.js'
 
 /** How often a probe connection measures the wait of new connections. */
 const PROBE_INTERVAL_MS = 100
 
-/**
- * The waits are judged by their mean over this window. A start-up, a garbage collection or hundreds of
- * clients connecting at once make single probes wait hundreds of milliseconds, and a service that sheds on
- * one slow sample turns such a burst into a storm of 503s (clients retrying at once make it worse). A wait
- * that lasts for a second is load the service cannot serve.
- */
+/** The waits are judged by their median over this window (see lib/sliding-median.ts). */
 const SMOOTHING_WINDOW_MS = 1000
 
 /**
- * under-pressure's health check: healthy while new connections waited, on average over the last second, no
- * longer than `maxWaitMs` before the service got to them.
+ * under-pressure's health check: healthy unless most new connections of the last second waited longer than
+ * `maxWaitMs` before the service got to them.
  */
 function connectionWaitCheck (fastify: FastifyInstance, maxWaitMs: number): { healthCheck: () => Promise<boolean>, healthCheckInterval: number } {
   const probe = new ConnectionProbe(fastify.server)
-  const average = new SlidingAverage(SMOOTHING_WINDOW_MS)
+  const median = new SlidingMedian(SMOOTHING_WINDOW_MS)
   fastify.addHook('onClose', async () => probe.stop())
   const healthCheck = async (): Promise<boolean> => {
     const now = performance.now()
-    return average.add(now, probe.sample(now)) <= maxWaitMs
+    return median.add(now, probe.sample(now)) <= maxWaitMs
   }
   return { healthCheck, healthCheckInterval: PROBE_INTERVAL_MS }
 }
@@ -33,7 +28,7 @@ function connectionWaitCheck (fastify: FastifyInstance, maxWaitMs: number): { he
 /**
  * When new requests wait longer than the service can afford, they get an immediate JSON 503 with Retry-After
  * instead of a late answer. Probes and metrics are exempt (see lib/probes.ts). The signal is how long a new
- * connection waits before the service gets to it (lib/connection-probe.ts), averaged over a second.
+ * connection waits before the service gets to it (lib/connection-probe.ts), its median over a second.
  * With OVERLOAD_HOLD_HEDGES, calls in flight do not hedge while it says overloaded (routes/api/smart).
  * Beyond MAX_CLIENT_CONNECTIONS open connections, new ones are closed at once: a process out of file
  * descriptors cannot even answer 503, and its own timers (under-pressure's memory sampling among them) fail.

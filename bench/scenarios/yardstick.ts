@@ -2,17 +2,19 @@
  * Yardstick: the service with its defaults against bench/bare-hedging-route.ts, the same hedging schedule with
  * nothing else (plain Fastify, bare node:http), on the same upstreams under the same load in the same run.
  * The difference is what the service's machinery costs per request: CPU, latency of the successes, lateness
- * at the deadline.
+ * at the deadline. A third server, yardstick-got, is that route with got as its upstream client (as the
+ * service must use): yardstick-got / yardstick is what got alone costs, the rest of service / yardstick is
+ * the service's own machinery. The targets compare the service with the node:http yardstick only.
  *
  *   tail-200    seeded simulator, 200 closed-loop clients, timeout=1000: 400 requests warm-up, 3000 measured
  *   deadline-a  never-answering upstream, open loop 500 req/s for 5 s, timeout=300
  *   deadline-b  never-answering upstream, open loop 1000 req/s for 5 s, timeout=1000
  *
- * Every measured run has a fresh upstream and a fresh server (so both see the seeded simulator's same
- * sequence of fates). Each workload runs in 2 rounds in alternating order (yardstick, service; then service,
- * yardstick) so that drift of the shared machine's background load does not land on one of them only; the
- * rounds are merged per server: CPU, requests and upstream calls summed, latencies pooled. CPU is the
- * server process's user + system time (/proc/<pid>/stat) over the measured run only.
+ * Every measured run has a fresh upstream and a fresh server (so all three see the seeded simulator's same
+ * sequence of fates). Each workload runs in 2 rounds in alternating order (yardstick, yardstick-got, service;
+ * then service, yardstick-got, yardstick) so that drift of the shared machine's background load does not land
+ * on one of them only; the rounds are merged per server: CPU, requests and upstream calls summed, latencies
+ * pooled. CPU is the server process's user + system time (/proc/<pid>/stat) over the measured run only.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import { runClosedLoop } from '../closed-loop.js'
@@ -34,7 +36,7 @@ const SETTLE_BEFORE_MS = 500
 /** After the last answer, the teardown of the attempts still running is left this long to be counted. */
 const SETTLE_AFTER_MS = 200
 
-type ServerName = 'yardstick' | 'service'
+type ServerName = 'yardstick' | 'yardstick-got' | 'service'
 type WorkloadKey = 'tail-200' | 'deadline-a' | 'deadline-b'
 
 /** What one load run gives back, closed or open loop. */
@@ -83,12 +85,11 @@ interface ServerSummary {
   rounds: Array<{ requests: number, cpuSeconds: number, upstreamCalls: number }>
 }
 
-interface WorkloadResult {
+/** One summary per server, under its name. */
+interface WorkloadResult extends Record<ServerName, ServerSummary> {
   key: WorkloadKey
   label: string
   timeoutMs: number
-  yardstick: ServerSummary
-  service: ServerSummary
 }
 
 function smartUrl (server: ServerUnderTest, timeoutMs: number): URL {
@@ -129,6 +130,7 @@ function deadlineWorkload (key: WorkloadKey, ratePerSecond: number, timeoutMs: n
 
 function startServer (context: ScenarioContext, name: ServerName, workload: Workload, round: number, upstreamUrl: string): Promise<ServerUnderTest> {
   if (name === 'yardstick') return startBareHedgingRoute(upstreamUrl)
+  if (name === 'yardstick-got') return startBareHedgingRoute(upstreamUrl, 'got')
   return startService({ upstreamUrl, profileName: profileName(context, `yardstick-${workload.key}-${round + 1}`) })
 }
 
@@ -181,11 +183,13 @@ function summarize (server: ServerName, timeoutMs: number, rounds: readonly Meas
   }
 }
 
-/** Both servers, ROUNDS rounds in alternating order, merged per server. */
+const SERVERS: readonly ServerName[] = ['yardstick', 'yardstick-got', 'service']
+
+/** All servers, ROUNDS rounds in alternating order, merged per server. */
 async function runWorkload (context: ScenarioContext, workload: Workload): Promise<WorkloadResult> {
-  const measured: Record<ServerName, Measured[]> = { yardstick: [], service: [] }
+  const measured: Record<ServerName, Measured[]> = { yardstick: [], 'yardstick-got': [], service: [] }
   for (let round = 0; round < ROUNDS; round++) {
-    const order: ServerName[] = round % 2 === 0 ? ['yardstick', 'service'] : ['service', 'yardstick']
+    const order = round % 2 === 0 ? SERVERS : [...SERVERS].reverse()
     for (const name of order) measured[name].push(await measure(context, workload, name, round))
   }
   return {
@@ -193,13 +197,14 @@ async function runWorkload (context: ScenarioContext, workload: Workload): Promi
     label: workload.label,
     timeoutMs: workload.timeoutMs,
     yardstick: summarize('yardstick', workload.timeoutMs, measured.yardstick),
+    'yardstick-got': summarize('yardstick-got', workload.timeoutMs, measured['yardstick-got']),
     service: summarize('service', workload.timeoutMs, measured.service)
   }
 }
 
-/** service / yardstick, shown only where both are positive: a ratio of values around zero means nothing. */
-function ratioOf (service: number, yardstick: number): string {
-  return service > 0 && yardstick > 0 ? ratio(service / yardstick) : '-'
+/** value / base, shown only where both are positive: a ratio of values around zero means nothing. */
+function ratioOf (value: number, base: number): string {
+  return value > 0 && base > 0 ? ratio(value / base) : '-'
 }
 
 function cpu (value: number): string {
@@ -221,18 +226,21 @@ function tailTable (result: WorkloadResult): string {
     ms(summary.generatorLagMaxMs),
     counts(summary.statuses)
   ]
-  const { service, yardstick } = result
-  const ratios = [
-    'service / yardstick', '',
-    ratioOf(service.cpuSecondsPer1000, yardstick.cpuSecondsPer1000), '',
-    ratioOf(service.success.p50, yardstick.success.p50),
-    ratioOf(service.success.p90, yardstick.success.p90),
-    ratioOf(service.success.p99, yardstick.success.p99),
-    '', '', '', '', ''
-  ]
+  const ratios = (name: ServerName): string[] => {
+    const value = result[name]
+    const base = result.yardstick
+    return [
+      `${name} / yardstick`, '',
+      ratioOf(value.cpuSecondsPer1000, base.cpuSecondsPer1000), '',
+      ratioOf(value.success.p50, base.success.p50),
+      ratioOf(value.success.p90, base.success.p90),
+      ratioOf(value.success.p99, base.success.p99),
+      '', '', '', '', ''
+    ]
+  }
   return table(`yardstick (${result.key}): ${result.label}, ${ROUNDS} rounds merged; latency of the 200s, late = after timeout + ${LATE_MS} ms`,
     ['server', 'requests', 'CPU s / 1000 req', 'success', 'p50 ms', 'p90 ms', 'p99 ms', 'late', '503', 'calls/req', 'gen. lag max', 'answers by status'],
-    [row(yardstick), row(service), ratios])
+    [...SERVERS.map((name) => row(result[name])), ratios('service'), ratios('yardstick-got')])
 }
 
 function deadlineTable (result: WorkloadResult): string {
@@ -250,19 +258,22 @@ function deadlineTable (result: WorkloadResult): string {
     ms(summary.generatorLagMaxMs),
     counts(summary.statuses)
   ]
-  const { service, yardstick } = result
-  const ratios = [
-    'service / yardstick', '',
-    ratioOf(service.cpuSecondsPer1000, yardstick.cpuSecondsPer1000),
-    ratioOf(service.lateness.p50, yardstick.lateness.p50),
-    ratioOf(service.lateness.p90, yardstick.lateness.p90),
-    ratioOf(service.lateness.p99, yardstick.lateness.p99),
-    ratioOf(service.lateness.max, yardstick.lateness.max),
-    '', '', '', '', ''
-  ]
+  const ratios = (name: ServerName): string[] => {
+    const value = result[name]
+    const base = result.yardstick
+    return [
+      `${name} / yardstick`, '',
+      ratioOf(value.cpuSecondsPer1000, base.cpuSecondsPer1000),
+      ratioOf(value.lateness.p50, base.lateness.p50),
+      ratioOf(value.lateness.p90, base.lateness.p90),
+      ratioOf(value.lateness.p99, base.lateness.p99),
+      ratioOf(value.lateness.max, base.lateness.max),
+      '', '', '', '', ''
+    ]
+  }
   return table(`yardstick (${result.key}): ${result.label}, ${ROUNDS} rounds merged; lateness = answer time − timeout (ms, every HTTP answer)`,
     ['server', 'sent', 'CPU s / 1000 req', 'p50', 'p90', 'p99', 'max', '503', 'calls/req', 'send lag max', 'gen. lag max', 'answers by status'],
-    [row(yardstick), row(service), ratios])
+    [...SERVERS.map((name) => row(result[name])), ratios('service'), ratios('yardstick-got')])
 }
 
 /** e.g. 'service 0.412, yardstick 0.380 (1.08×)'. */

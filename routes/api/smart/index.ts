@@ -101,13 +101,13 @@ const smartRoute: FastifyPluginAsyncTypebox = async (fastify) => {
       case 'success':
         return { success: true as const, response: new RawJson(result.value) }
       case 'deadline':
-        throw new DeadlineExceededError(timeoutMs)
+        throw DeadlineExceededError.create(timeoutMs)
       case 'all_failed':
         throw fastify.httpErrors.badGateway(`Every upstream attempt failed: ${result.failures.join('; ')}.`)
       case 'cancelled':
         // Nothing will be sent, so Fastify's onResponse hooks will not run for this request.
         record(metrics, request, CLIENT_CLOSED_REQUEST, reply.elapsedTime)
-        throw new ClientClosedRequestError()
+        throw ClientClosedRequestError.create()
     }
   })
 

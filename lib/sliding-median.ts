@@ -1,0 +1,31 @@
+/**
+ * The median of the samples taken within the last `windowMs`. Load shedding judges the wait of new
+ * connections by it rather than by the last sample or the mean: one slow moment (a start-up, a garbage
+ * collection, a burst of clients connecting at once) makes one or two probes wait hundreds of milliseconds,
+ * and shedding on them turned such bursts into storms of 503s; a mean still lets one long stall outweigh the
+ * quiet samples around it. When most of the last second's probes waited too long, the wait has lasted: that
+ * is load the service cannot serve.
+ */
+interface Sample {
+  atMs: number
+  value: number
+}
+
+export class SlidingMedian {
+  /** Samples in the window, oldest first. */
+  private readonly samples: Sample[] = []
+
+  constructor (private readonly windowMs: number) {}
+
+  /**
+   * Adds a sample taken at `atMs` and returns the median of every sample taken since `atMs - windowMs`
+   * (of an even count, the lower of the two middle ones: shedding starts only when more than half wait).
+   */
+  add (atMs: number, value: number): number {
+    this.samples.push({ atMs, value })
+    // The sample just added is always in the window, so the loop never empties the list.
+    while ((this.samples[0] as Sample).atMs <= atMs - this.windowMs) this.samples.shift()
+    const sorted = this.samples.map((sample) => sample.value).sort((a, b) => a - b)
+    return sorted[Math.floor((sorted.length - 1) / 2)] as number
+  }
+}
