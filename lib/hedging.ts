@@ -113,9 +113,11 @@ export function hedgedCall<T, Reason extends string = string> (
     const running = new Map<number, { startedAt: number, controller: AbortController }>()
     const failures: string[] = []
     let launched = 0
+    let decided = false
     let hedgeTimer: NodeJS.Timeout | undefined
 
     const decide = (result: HedgeResult<T, Reason>, abortCause: AbortCause): void => {
+      decided = true
       clearTimeout(hedgeTimer)
       clearTimeout(deadlineTimer)
       cancelSignal?.removeEventListener('abort', onCancel)
@@ -144,6 +146,7 @@ export function hedgedCall<T, Reason extends string = string> (
       attempts.push({ attempt, startedAt, endedAt: elapsed(), result: outcome.reason, detail: outcome.detail })
       failures.push(outcome.detail)
       if (launched < maxAttempts) fireHedges()
+      if (decided) return
       if (running.size === 0) {
         // An attempt's own timer may expire together with the deadline: that is still a deadline.
         if (elapsed() >= budgetMs) decide({ kind: 'deadline', attempts }, 'deadline')
@@ -169,6 +172,13 @@ export function hedgedCall<T, Reason extends string = string> (
 
     const fireHedges = (): void => {
       clearTimeout(hedgeTimer)
+      // Node runs due timers list by list (one list per duration), not one by one: when the event loop is
+      // late, the hedge timer can run before an earlier deadline timer. A hedge at or past the deadline
+      // would only open connections to be reset at once.
+      if (elapsed() >= budgetMs) {
+        decide({ kind: 'deadline', attempts }, 'deadline')
+        return
+      }
       // A refused hedge is not asked again: this call stays with the attempts it has.
       if (mayHedge?.() === false) maxAttempts = launched
       for (let attempt = launched + 1; attempt <= maxAttempts; attempt++) launch()

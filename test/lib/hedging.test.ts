@@ -281,3 +281,34 @@ t.test('a large teardown is worked off in slices: timers that fall due meanwhile
   await sleep(150)
   t.equal(signals.filter((signal) => signal.aborted).length, 60, 'every attempt was aborted in the end')
 })
+
+/** Keeps the event loop busy, as a service under load does. */
+function busy (ms: number): void {
+  const until = performance.now() + ms
+  while (performance.now() < until) { /* busy on purpose */ }
+}
+
+t.test('a hedge that falls due after the deadline is never sent, whichever timer Node runs first', async (t) => {
+  // Node keeps one timer list per duration and runs due lists in the order of their first timer. A list of
+  // the hedge's duration started earlier (by another call) comes due first, and then runs this call's hedge
+  // timer too, before this call's earlier deadline timer, when the loop is late for both.
+  const earlierCallsHedge = setTimeout(() => {}, 60)
+  await sleep(20)
+  const { started, startAttempt } = controlledAttempts()
+  const call = run({ startAttempt, budgetMs: 41, hedgeDelayMs: 60 })
+  busy(100)
+  const result = await call
+  clearTimeout(earlierCallsHedge)
+  t.equal(result.kind, 'deadline')
+  t.equal(started.length, 1, 'only attempt 1 was started')
+})
+
+t.test('an attempt that fails after the deadline, before its timer ran, ends the call as a deadline without hedging', async (t) => {
+  const { started, startAttempt } = controlledAttempts()
+  const call = run({ startAttempt, budgetMs: 30, hedgeDelayMs: 200 })
+  busy(40)
+  started[0]?.fail('500')
+  const result = await call
+  t.equal(result.kind, 'deadline')
+  t.equal(started.length, 1, 'no hedge after the deadline')
+})

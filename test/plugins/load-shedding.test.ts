@@ -138,28 +138,34 @@ t.test('beyond MAX_CLIENT_CONNECTIONS new connections are closed at once; the op
   t.equal((await call(`${service.url}/api/smart?timeout=1000`)).status, 200, 'a new connection is accepted once one closed')
 })
 
+/** The slow call's hedge comes due this long after it started; its first attempt answers much later. */
+const SLOW_CALL_HEDGE_DELAY_MS = 2000
+
 /**
- * A call whose first attempt answers after 1500 ms, made just before an overload that keeps the service
- * shedding: the call's hedge, due at 600 ms, comes due while the service sheds load.
+ * A call whose first attempt answers after 3500 ms, made just before an overload that keeps the service
+ * shedding: the call's hedge comes due while the service sheds load. Shedding starts once most probes of the
+ * last second waited (about 800 ms into the overload here); the hedge is due well after that.
  */
 async function slowCallDuringOverload (t: Test, environment: Record<string, string>): Promise<{ upstreamRequests: number, metrics: string }> {
   const upstream = await startScriptedUpstream((n) => n === 1
-    ? { kind: 'json', body: { time: 1500 }, delayMs: 1500 }
+    ? { kind: 'json', body: { time: 3500 }, delayMs: 3500 }
     : { kind: 'json' })
-  const service = await startService({ UPSTREAM_URL: upstream.url, OVERLOAD_MAX_WAIT_MS: '20', HEDGE_DELAY_MS: '600', ...environment })
+  const service = await startService({ UPSTREAM_URL: upstream.url, OVERLOAD_MAX_WAIT_MS: '20', HEDGE_DELAY_MS: String(SLOW_CALL_HEDGE_DELAY_MS), ...environment })
   t.teardown(async () => {
     await service.app.close()
     await upstream.close()
   })
-  const slowCall = call(`${service.url}/api/smart?timeout=5000`)
+  const slowCall = call(`${service.url}/api/smart?timeout=6000`)
   while (upstream.requests.length === 0) await new Promise((resolve) => setTimeout(resolve, 5))
-  let shedding = false
-  const watch = setInterval(() => { shedding ||= service.app.isUnderPressure() }, 1)
-  await overload(1200, 100)
-  clearInterval(watch)
+  const startedAt = performance.now()
+  let sheddingBeforeTheHedge = false
+  while (performance.now() - startedAt < SLOW_CALL_HEDGE_DELAY_MS + 200) {
+    await overload(100, 100)
+    if (performance.now() - startedAt < SLOW_CALL_HEDGE_DELAY_MS - 50) sheddingBeforeTheHedge ||= service.app.isUnderPressure()
+  }
+  t.ok(sheddingBeforeTheHedge, 'the service was shedding before the hedge came due')
   const slow = await slowCall
   t.equal(slow.status, 200, 'the slow call got its answer')
-  t.ok(shedding, 'the service was shedding')
   const { text } = await call(`${service.url}/metrics`)
   return { upstreamRequests: upstream.requests.length, metrics: text }
 }
