@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client'
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 
 /** Durations from 1 ms to 60 s, roughly three buckets per decade. */
 const DURATION_BUCKETS_SECONDS = [
@@ -21,6 +21,7 @@ export interface SmartMetrics {
   requestDuration: Histogram<'outcome'>
   upstreamAttemptDuration: Histogram<'result'>
   deadlineOvershoot: Histogram
+  shedShare: Gauge
 }
 
 declare module 'fastify' {
@@ -77,6 +78,11 @@ export function createMetrics (): SmartMetrics {
       name: 'smart_deadline_overshoot_seconds',
       help: "How late each 408 went out compared with the client's deadline.",
       buckets: OVERSHOOT_BUCKETS_SECONDS,
+      registers
+    }),
+    shedShare: new Gauge({
+      name: 'smart_overload_shed_ratio',
+      help: 'Share of new requests to /api/smart the service sheds right now (0 to 1).',
       registers
     })
   }

@@ -13,6 +13,20 @@ function saturateEventLoop (ms: number): void {
   while (performance.now() < until) { /* busy on purpose */ }
 }
 
+/** The share of requests the service sheds right now, from its metrics (which are never shed). */
+async function shedRatio (url: string): Promise<number> {
+  return sample((await call(`${url}/metrics`)).text, 'smart_overload_shed_ratio')
+}
+
+/** Resolves once the asynchronous `condition` holds, checking every 10 ms; rejects after `withinMs`. */
+async function waitUntilAsync (condition: () => Promise<boolean>, withinMs: number): Promise<void> {
+  const giveUpAt = performance.now() + withinMs
+  while (!await condition()) {
+    if (performance.now() > giveUpAt) throw new Error(`condition not met within ${withinMs} ms`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
 /** Resolves once `condition` holds, checking every 10 ms; rejects after `withinMs`. */
 async function waitUntil (condition: () => boolean, withinMs: number): Promise<void> {
   const giveUpAt = performance.now() + withinMs
@@ -44,9 +58,12 @@ t.test('a lasting overload sheds /api/smart with a JSON 503 and Retry-After, but
   })
   t.equal((await call(`${service.url}/api/smart?timeout=1000`)).status, 200, 'healthy at first')
 
-  // New connections wait about 150 ms each for most of a second: their mean wait crosses 50 ms.
-  const overloaded = overload(3000, 150)
+  // New connections wait about 150 ms each: once most probes of the last second waited over 50 ms, the
+  // share of requests shed grows by a tenth per probe, to all of them.
+  const overloaded = overload(4000, 150)
   await waitUntil(() => service.app.isUnderPressure(), 2000)
+  t.ok(await shedRatio(service.url) < 1, 'the share shed grows step by step')
+  await waitUntilAsync(async () => await shedRatio(service.url) === 1, 3000)
   const [shed, health, ready, metrics] = await Promise.all([
     call(`${service.url}/api/smart?timeout=1000`),
     call(`${service.url}/health`),
@@ -62,8 +79,9 @@ t.test('a lasting overload sheds /api/smart with a JSON 503 and Retry-After, but
   t.equal(metrics.status, 200, 'metrics are not shed')
   await overloaded
 
-  // The mean covers the last second: the service takes new work again about a second after it recovered.
-  await waitUntil(() => !service.app.isUnderPressure(), 2000)
+  // The median covers the last second, and the share falls a tenth per probe: the service takes all new
+  // work again about two seconds after it recovered.
+  await waitUntil(() => !service.app.isUnderPressure(), 3000)
   t.equal((await call(`${service.url}/api/smart?timeout=1000`)).status, 200, 'back to normal once the waits are short again')
   const { text } = await call(`${service.url}/metrics`)
   t.equal(sample(text, 'smart_requests_total{outcome="overloaded"}'), 1)
