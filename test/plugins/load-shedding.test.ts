@@ -1,10 +1,11 @@
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
+import { Agent } from 'node:http'
 import { connect } from 'node:net'
 import { once } from 'node:events'
 import { openConnection } from '../helpers/raw-http.js'
 import { startScriptedUpstream } from '../helpers/scripted-upstream.js'
-import { call, startService } from '../helpers/service.js'
+import { call, startService, type ClientAnswer } from '../helpers/service.js'
 import { sample } from '../helpers/prometheus.js'
 
 /** Keeps this process's event loop busy, as a flood of requests would. */
@@ -14,8 +15,8 @@ function saturateEventLoop (ms: number): void {
 }
 
 /** The share of requests the service sheds right now, from its metrics (which are never shed). */
-async function shedRatio (url: string): Promise<number> {
-  return sample((await call(`${url}/metrics`)).text, 'smart_overload_shed_ratio')
+async function shedRatio (url: string, agent: Agent): Promise<number> {
+  return sample((await call(`${url}/metrics`, { agent })).text, 'smart_overload_shed_ratio')
 }
 
 /** Resolves once the asynchronous `condition` holds, checking every 10 ms; rejects after `withinMs`. */
@@ -37,14 +38,16 @@ async function waitUntil (condition: () => boolean, withinMs: number): Promise<v
 }
 
 /**
- * Keeps this process's event loop, and so the service in it, busy for `ms` in turns of `turnMs`: a service
- * that cannot keep up. Each turn ends with a short pause so that requests and probes can be taken.
+ * Opens `count` new connections at once, one GET each, while the event loop is busy 15 ms of every 16, as a
+ * service that cannot keep up: it accepts about one connection per turn, and the others, and every probe,
+ * wait in the kernel's accept queue. Resolves with the answers once every one has been served or shed.
  */
-async function overload (ms: number, turnMs: number): Promise<void> {
-  const until = performance.now() + ms
-  while (performance.now() < until) {
-    saturateEventLoop(turnMs)
-    await new Promise((resolve) => setTimeout(resolve, 1))
+async function connectionStorm (url: string, count: number): Promise<ClientAnswer[]> {
+  const stalls = setInterval(() => saturateEventLoop(15), 16)
+  try {
+    return await Promise.all(Array.from({ length: count }, () => call(url)))
+  } finally {
+    clearInterval(stalls)
   }
 }
 
@@ -52,39 +55,44 @@ t.test('a lasting overload sheds /api/smart with a JSON 503 and Retry-After, but
   const upstream = await startScriptedUpstream(() => ({ kind: 'json' }))
   // The service runs in this process, so blocking this process's event loop saturates the service.
   const service = await startService({ UPSTREAM_URL: upstream.url, OVERLOAD_MAX_WAIT_MS: '50', RETRY_AFTER_SECONDS: '2' })
+  // Connections opened before the storm: requests on them are read every turn, without waiting to be accepted.
+  const agent = new Agent({ keepAlive: true, maxSockets: 4 })
   t.teardown(async () => {
+    agent.destroy()
     await service.app.close()
     await upstream.close()
   })
-  t.equal((await call(`${service.url}/api/smart?timeout=1000`)).status, 200, 'healthy at first')
+  await Promise.all(Array.from({ length: 4 }, () => call(`${service.url}/health`, { agent })))
+  t.equal((await call(`${service.url}/api/smart?timeout=1000`, { agent })).status, 200, 'healthy at first')
 
-  // New connections wait about 150 ms each: once most probes of the last second waited over 50 ms, the
-  // share of requests shed grows by a tenth per probe, to all of them.
-  const overloaded = overload(4000, 150)
-  await waitUntil(() => service.app.isUnderPressure(), 2000)
-  t.ok(await shedRatio(service.url) < 1, 'the share shed grows step by step')
-  await waitUntilAsync(async () => await shedRatio(service.url) === 1, 3000)
+  const storm = connectionStorm(`${service.url}/api/smart?timeout=10000`, 300)
+  // Once most probes of the last second waited over 50 ms, the share shed grows by a tenth per probe.
+  await waitUntil(() => service.app.isUnderPressure(), 4000)
+  t.ok(await shedRatio(service.url, agent) < 1, 'the share shed grows step by step')
+  await waitUntilAsync(async () => await shedRatio(service.url, agent) === 1, 4000)
   const [shed, health, ready, metrics] = await Promise.all([
-    call(`${service.url}/api/smart?timeout=1000`),
-    call(`${service.url}/health`),
-    call(`${service.url}/ready`),
-    call(`${service.url}/metrics`)
+    call(`${service.url}/api/smart?timeout=1000`, { agent }),
+    call(`${service.url}/health`, { agent }),
+    call(`${service.url}/ready`, { agent }),
+    call(`${service.url}/metrics`, { agent })
   ])
   t.equal(shed.status, 503)
   t.equal(shed.headers['retry-after'], '2')
   t.match(shed.json, { success: false, statusCode: 503, error: 'Service Unavailable', message: 'The service is overloaded; retry shortly.' })
-  t.equal(upstream.requests.length, 1, 'the shed request never reached the upstream')
   t.equal(health.status, 200, 'liveness is not shed')
   t.equal(ready.status, 200, 'readiness is not shed')
   t.equal(metrics.status, 200, 'metrics are not shed')
-  await overloaded
+  const stormAnswers = await storm
+  const stormShed = stormAnswers.filter((answer) => answer.status === 503).length
+  t.equal(stormShed + stormAnswers.filter((answer) => answer.status === 200).length, 300, 'every storm request was served or shed')
+  t.equal(upstream.requests.length, 1 + 300 - stormShed, 'shed requests never reached the upstream')
 
   // The median covers the last second, and the share falls a tenth per probe: the service takes all new
   // work again about two seconds after it recovered.
-  await waitUntil(() => !service.app.isUnderPressure(), 3000)
+  await waitUntil(() => !service.app.isUnderPressure(), 4000)
   t.equal((await call(`${service.url}/api/smart?timeout=1000`)).status, 200, 'back to normal once the waits are short again')
   const { text } = await call(`${service.url}/metrics`)
-  t.equal(sample(text, 'smart_requests_total{outcome="overloaded"}'), 1)
+  t.equal(sample(text, 'smart_requests_total{outcome="overloaded"}'), stormShed + 1)
 })
 
 /** A client in a process of its own that opens `count` connections at once, one GET each, and prints the statuses. */
@@ -160,11 +168,12 @@ t.test('beyond MAX_CLIENT_CONNECTIONS new connections are closed at once; the op
 const SLOW_CALL_HEDGE_DELAY_MS = 2000
 
 /**
- * A call whose first attempt answers after 3500 ms, made just before an overload that keeps the service
- * shedding: the call's hedge comes due while the service sheds load. Shedding starts once most probes of the
- * last second waited (about 800 ms into the overload here); the hedge is due well after that.
+ * A call whose first attempt answers after 3500 ms, made just before a storm of 200 new connections while
+ * the event loop is busy 15 ms of every 16: the service accepts about one connection per turn, the others
+ * (and every probe) wait in the kernel's accept queue for seconds, and the service sheds. The call's hedge
+ * comes due while it does.
  */
-async function slowCallDuringOverload (t: Test, environment: Record<string, string>): Promise<{ upstreamRequests: number, metrics: string }> {
+async function slowCallDuringOverload (t: Test, environment: Record<string, string>): Promise<{ upstreamRequestsOfSlowCall: number, metrics: string }> {
   const upstream = await startScriptedUpstream((n) => n === 1
     ? { kind: 'json', body: { time: 3500 }, delayMs: 3500 }
     : { kind: 'json' })
@@ -176,27 +185,33 @@ async function slowCallDuringOverload (t: Test, environment: Record<string, stri
   const slowCall = call(`${service.url}/api/smart?timeout=6000`)
   while (upstream.requests.length === 0) await new Promise((resolve) => setTimeout(resolve, 5))
   const startedAt = performance.now()
-  let sheddingBeforeTheHedge = false
-  while (performance.now() - startedAt < SLOW_CALL_HEDGE_DELAY_MS + 200) {
-    await overload(100, 100)
-    if (performance.now() - startedAt < SLOW_CALL_HEDGE_DELAY_MS - 50) sheddingBeforeTheHedge ||= service.app.isUnderPressure()
-  }
-  t.ok(sheddingBeforeTheHedge, 'the service was shedding before the hedge came due')
+  let sheddingWhenTheHedgeCameDue = false
+  const watch = setInterval(() => {
+    const elapsed = performance.now() - startedAt
+    if (elapsed > SLOW_CALL_HEDGE_DELAY_MS - 100 && elapsed < SLOW_CALL_HEDGE_DELAY_MS) sheddingWhenTheHedgeCameDue ||= service.app.isUnderPressure()
+  }, 10)
+  const stalls = setInterval(() => saturateEventLoop(15), 16)
+  const storm = await Promise.all(Array.from({ length: 200 }, () => call(`${service.url}/api/smart?timeout=8000`)))
+  clearInterval(stalls)
+  clearInterval(watch)
+  t.ok(sheddingWhenTheHedgeCameDue, 'the service was shedding when the hedge came due')
+  t.ok(storm.some((answer) => answer.status === 503), 'the storm was shed in part')
   const slow = await slowCall
   t.equal(slow.status, 200, 'the slow call got its answer')
+  const stormServed = storm.filter((answer) => answer.status === 200).length
   const { text } = await call(`${service.url}/metrics`)
-  return { upstreamRequests: upstream.requests.length, metrics: text }
+  return { upstreamRequestsOfSlowCall: upstream.requests.length - stormServed, metrics: text }
 }
 
 t.test('with OVERLOAD_HOLD_HEDGES, a call in flight does not hedge while the service sheds load', async (t) => {
-  const { upstreamRequests, metrics } = await slowCallDuringOverload(t, { OVERLOAD_HOLD_HEDGES: 'true' })
-  t.equal(upstreamRequests, 1, 'the slow call sent no hedge')
+  const { upstreamRequestsOfSlowCall, metrics } = await slowCallDuringOverload(t, { OVERLOAD_HOLD_HEDGES: 'true' })
+  t.equal(upstreamRequestsOfSlowCall, 1, 'the slow call sent no hedge')
   t.equal(sample(metrics, 'smart_hedges_throttled_total{reason="overload"}'), 1)
   t.equal(sample(metrics, 'smart_hedges_total'), 0)
 })
 
 t.test('by default the schedule holds while shedding: the call in flight hedges', async (t) => {
-  const { upstreamRequests, metrics } = await slowCallDuringOverload(t, {})
-  t.equal(upstreamRequests, 3, 'the slow call sent its two hedges')
+  const { upstreamRequestsOfSlowCall, metrics } = await slowCallDuringOverload(t, {})
+  t.equal(upstreamRequestsOfSlowCall, 3, 'the slow call sent its two hedges')
   t.equal(sample(metrics, 'smart_hedges_total'), 1)
 })
