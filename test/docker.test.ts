@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { parse as parseYaml } from 'yaml'
+import { ConfigSchema, loadConfig } from '../lib/config.js'
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url))
 
@@ -224,6 +225,17 @@ t.test('docker-compose config accepts the compose file', { skip: skipCompose }, 
   t.same(simulator.command, ['node', 'dist/simulator/main.js'])
   t.match(simulator.environment, { SIMULATOR_HOST: '0.0.0.0', SIMULATOR_PORT: '8081', SIMULATOR_SEED: /^\d+$/ })
   t.equal(simulator.healthcheck?.test[0], 'CMD')
+})
+
+t.test('both compose files pass every setting of the service through, with its default', async (t) => {
+  for (const file of ['docker-compose.yml', 'docker-compose.replicas.yml']) {
+    const composeFile = parseYaml(readFileSync(join(repoRoot, file), 'utf8'), { merge: true }) as ComposeFile
+    const environment = interpolateDefaults((composeFile.services.api as ComposeService).environment)
+    t.same(Object.keys(environment).sort(), Object.keys(ConfigSchema.properties).sort(), `${file}: the api service lists every setting`)
+    // The defaults written into the file are the service's own, but for the container's address and upstream.
+    const container = { HOST: '0.0.0.0', PORT: '8080', UPSTREAM_URL: 'http://simulator:8081/' }
+    t.same(loadConfig(environment), loadConfig(container), `${file}: with nothing set in the shell, every setting has the service's default`)
+  }
 })
 
 t.test('the image\'s exact commands work outside Docker', async (t) => {
