@@ -18,6 +18,11 @@ export interface Answer {
   reusedSocket: boolean
 }
 
+/** How the reports count an answer: its HTTP status, or the error of a request that got none. */
+export function statusOf (answer: Answer): string {
+  return answer.error ?? String(answer.status)
+}
+
 /** The error of requests the bench itself gave up on after waiting long enough. */
 export const NO_ANSWER = 'NO_ANSWER'
 

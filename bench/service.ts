@@ -14,6 +14,11 @@ export interface ServerUnderTest {
   stop (): Promise<void>
 }
 
+/** GET /api/smart with the given timeout, on the service or on a yardstick. */
+export function smartUrl (server: ServerUnderTest, timeoutMs: number): URL {
+  return new URL(`/api/smart?timeout=${timeoutMs}`, server.origin)
+}
+
 /** The service as started with `garbageCollection`: it can be asked for a full GC. */
 export interface CollectableService extends ServerUnderTest {
   /** Runs a full garbage collection in the service, then returns its process.memoryUsage(). */

@@ -14,12 +14,12 @@
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { Answer } from '../http-client.js'
-import { runBurst, runOpenLoop, type LoadRun } from '../open-loop.js'
+import { statusOf, type Answer } from '../http-client.js'
+import { runBurst, runOpenLoop, warmUp, type LoadRun } from '../open-loop.js'
 import { REPO_ROOT, sampleProcess, startPeakSampler, type ProcessSample } from '../processes.js'
 import { counts, integer, mib, ms, percent, table, type Target } from '../report.js'
 import { profileName, type Scenario, type ScenarioContext, type ScenarioReport } from '../scenario.js'
-import { startService, type ServerUnderTest } from '../service.js'
+import { smartUrl, startService, type ServerUnderTest } from '../service.js'
 import { countBy, distribution, type Distribution } from '../stats.js'
 import { histogram } from '../svg.js'
 import { startUpstream } from '../upstreams.js'
@@ -70,19 +70,6 @@ interface PhaseResult {
   after: ProcessSample
 }
 
-function smartUrl (service: ServerUnderTest, timeoutMs: number): URL {
-  return new URL(`/api/smart?timeout=${timeoutMs}`, service.origin)
-}
-
-function statusOf (answer: Answer): string {
-  return answer.error ?? String(answer.status)
-}
-
-/** A short open-loop warm-up so that the measured requests do not pay for JIT compilation. */
-async function warmUp (service: ServerUnderTest): Promise<void> {
-  await runOpenLoop({ url: smartUrl(service, 100), ratePerSecond: 200, durationMs: 1000, maxWaitMs: 3000 })
-}
-
 interface PhaseSpec {
   key: string
   label: string
@@ -103,7 +90,7 @@ async function runPhase (context: ScenarioContext, spec: PhaseSpec): Promise<Pha
       profileName: profileName(context, `deadline-${spec.key}`)
     })
     try {
-      await warmUp(service)
+      await warmUp(smartUrl(service, 100))
       await sleep(500)
       const before = await sampleProcess(service.pid)
       const attemptsBefore = (await upstream.counters()).requests
@@ -165,7 +152,7 @@ async function findSustainableRate (context: ScenarioContext): Promise<{ rate: n
   try {
     const service = await startService({ upstreamUrl: upstream.url, env: SHEDDING_OFF })
     try {
-      await warmUp(service)
+      await warmUp(smartUrl(service, 100))
       for (const rate of RAMP_RATES) {
         const run = await runOpenLoop({ url: smartUrl(service, 1000), ratePerSecond: rate, durationMs: RAMP_STEP_MS, maxWaitMs: 4000 })
         const all408 = run.answers.every((answer) => answer.status === 408)

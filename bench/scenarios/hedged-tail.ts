@@ -6,7 +6,7 @@
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { runClosedLoop } from '../closed-loop.js'
-import type { Answer } from '../http-client.js'
+import { statusOf } from '../http-client.js'
 import { REPO_ROOT } from '../processes.js'
 import { counts, ms, percent, table, type Target } from '../report.js'
 import { profileName, type Scenario, type ScenarioContext, type ScenarioReport } from '../scenario.js'
@@ -42,10 +42,6 @@ interface TailRun {
   gapP50Ms: number
   gapP90Ms: number
   generatorLagMaxMs: number
-}
-
-function statusOf (answer: Answer): string {
-  return answer.error ?? String(answer.status)
 }
 
 async function runOnce (context: ScenarioContext, clients: number, hedging: boolean, limit: ScheduleLimit): Promise<{ run: TailRun, successLatencies: number[] }> {

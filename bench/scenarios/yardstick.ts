@@ -18,12 +18,12 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import { runClosedLoop } from '../closed-loop.js'
-import type { Answer } from '../http-client.js'
-import { runOpenLoop } from '../open-loop.js'
+import { statusOf, type Answer } from '../http-client.js'
+import { runOpenLoop, warmUp } from '../open-loop.js'
 import { cpuSeconds } from '../processes.js'
 import { counts, ms, percent, ratio, table, type Target } from '../report.js'
 import { profileName, type Scenario, type ScenarioContext, type ScenarioReport } from '../scenario.js'
-import { startBareHedgingRoute, startService, type ServerUnderTest } from '../service.js'
+import { smartUrl, startBareHedgingRoute, startService, type ServerUnderTest } from '../service.js'
 import { countBy, distribution, type Distribution } from '../stats.js'
 import type { UpstreamKind } from '../upstream-servers.js'
 import { startUpstream } from '../upstreams.js'
@@ -92,14 +92,6 @@ interface WorkloadResult extends Record<ServerName, ServerSummary> {
   timeoutMs: number
 }
 
-function smartUrl (server: ServerUnderTest, timeoutMs: number): URL {
-  return new URL(`/api/smart?timeout=${timeoutMs}`, server.origin)
-}
-
-function statusOf (answer: Answer): string {
-  return answer.error ?? String(answer.status)
-}
-
 function tail200 (): Workload {
   const timeoutMs = 1000
   const clients = 200
@@ -123,7 +115,7 @@ function deadlineWorkload (key: WorkloadKey, ratePerSecond: number, timeoutMs: n
     label: `never-answering upstream, open loop ${ratePerSecond} req/s for 5 s, timeout=${timeoutMs}`,
     upstream: 'silent',
     timeoutMs,
-    warmUp: (server) => runOpenLoop({ url: smartUrl(server, 100), ratePerSecond: 200, durationMs: 1000, maxWaitMs: 3000 }),
+    warmUp: (server) => warmUp(smartUrl(server, 100)),
     load: (server) => runOpenLoop({ url: smartUrl(server, timeoutMs), ratePerSecond, durationMs: 5000, maxWaitMs: timeoutMs + 10_000 })
   }
 }
