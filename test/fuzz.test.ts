@@ -110,7 +110,11 @@ async function setup (t: Test): Promise<Fixture> {
     MAX_TIMEOUT_MS: String(MAX_TIMEOUT_MS),
     // The service shares this process with the fuzzer; a lag the fuzzer causes is not the service's
     // overload, and shedding it would answer 503s that have nothing to do with the input.
-    OVERLOAD_MAX_WAIT_MS: '0'
+    OVERLOAD_MAX_WAIT_MS: '0',
+    // One attempt per request: a hedge sent before an answer may still reach the upstream after it (losers are
+    // aborted, not recalled), and would be counted against the next fuzzed request. On a busy machine the
+    // first attempt of a cold service can take the 300 ms that fire the hedges.
+    HEDGE_REQUESTS: '0'
   })
   t.teardown(async () => {
     await service.app.close()
