@@ -52,7 +52,8 @@ t.test('a probe still waiting is reported by its age', async (t) => {
   const { server } = await startServer(t, '127.0.0.1')
   const probe = new ConnectionProbe(server)
   t.teardown(() => probe.stop())
-  const sentAt = performance.now()
+  // Whole milliseconds, so that (sentAt + 100) - sentAt is exactly 100 in floating point.
+  const sentAt = Math.round(performance.now())
   t.equal(probe.sample(sentAt), 0, 'nothing measured before the first probe')
   // Sampled again before the event loop turned: the server cannot have taken the probe yet.
   const age = probe.sample(sentAt + 100)
