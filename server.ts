@@ -1,6 +1,6 @@
 import closeWithGrace from 'close-with-grace'
 import { buildServer } from './app.js'
-import { loadConfig } from './lib/config.js'
+import { LARGEST_TIMER_MS, loadConfig } from './lib/config.js'
 
 /** Starts the service standalone: validated config, the root plugin, a listening socket, clean shutdown. */
 async function start (): Promise<void> {
@@ -14,8 +14,10 @@ async function start (): Promise<void> {
 
   const server = buildServer(config)
 
-  // A second signal, or requests still running after SHUTDOWN_GRACE_MS, end the process at once (exit 1).
-  closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS }, async ({ signal, err }) => {
+  // Closing drains for SHUTDOWN_DRAIN_MS, then gives requests in flight SHUTDOWN_GRACE_MS (plugins/shutdown.ts).
+  // A second signal, or requests still running after both, end the process at once (exit 1).
+  const closeDelayMs = Math.min(config.SHUTDOWN_DRAIN_MS + config.SHUTDOWN_GRACE_MS, LARGEST_TIMER_MS)
+  closeWithGrace({ delay: closeDelayMs }, async ({ signal, err }) => {
     if (err !== undefined) server.log.error({ err }, 'closing after an error')
     else server.log.info({ signal }, 'closing')
     await server.close()

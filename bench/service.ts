@@ -42,7 +42,11 @@ const COLLECT_GARBAGE_ON_MESSAGE = [
   '--import=data:text/javascript,process.on("message",()=>{globalThis.gc();process.send(process.memoryUsage())})'
 ]
 
-/** How long requests still running at stop() may take; the bench waits for its own requests first anyway. */
+/**
+ * No drain at stop(): no balancer is in front of the bench's service, and every run would wait for it. Requests still
+ * running at stop() get SHUTDOWN_GRACE_MS; the bench waits for its own requests first anyway.
+ */
+const SHUTDOWN_DRAIN_MS = '0'
 const SHUTDOWN_GRACE_MS = '5000'
 
 async function serve (process: StartedProcess, origin: string, readyPath: string): Promise<ServerUnderTest> {
@@ -66,6 +70,7 @@ function serviceProcess (options: ServiceOptions, port: number, extraNodeArgs: s
       HOST: '127.0.0.1',
       LOG_LEVEL: 'warn',
       UPSTREAM_URL: options.upstreamUrl,
+      SHUTDOWN_DRAIN_MS,
       SHUTDOWN_GRACE_MS,
       ...options.env
     },

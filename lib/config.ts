@@ -2,7 +2,7 @@ import envSchema from 'env-schema'
 import { Type, type Static } from '@sinclair/typebox'
 
 /** Node's setTimeout fires at once for delays above 2^31-1 ms, so no budget may exceed it. */
-const LARGEST_TIMER_MS = 2_147_483_647
+export const LARGEST_TIMER_MS = 2_147_483_647
 
 /**
  * Every setting of the service, read from the environment and validated here and nowhere else.
@@ -32,7 +32,12 @@ export const ConfigSchema = Type.Object({
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
     { default: 'info' }
   ),
-  // After SIGTERM/SIGINT, requests in flight get this long to finish before the process exits anyway.
+  // After SIGTERM/SIGINT, how long the service goes on serving as a lame duck before it stops listening: /ready
+  // answers 503 and every answer carries `Connection: close`, so load balancers move traffic away and end their
+  // pooled connections cleanly (0: stop listening at once). See plugins/shutdown.ts.
+  SHUTDOWN_DRAIN_MS: Type.Integer({ minimum: 0, maximum: LARGEST_TIMER_MS, default: 5000 }),
+  // Once the service has stopped listening, requests in flight get this long to finish before the process exits
+  // anyway.
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 0, maximum: LARGEST_TIMER_MS, default: 30000 }),
   // Load shedding: answer 503 at once while most new connections of the last second waited longer than this
   // before the service got to them (0 turns it off). See plugins/load-shedding.ts.

@@ -2,11 +2,17 @@ import type { FastifyPluginAsync } from 'fastify'
 import { notShedUnderLoad } from '../../lib/probes.js'
 
 /**
- * Readiness: 200 while this instance takes traffic. Once shutdown begins, the shutdown plugin answers
- * every request, this one included, with 503, which is what tells a load balancer to drain it.
+ * Readiness: 200 while this instance takes traffic. From the moment shutdown begins it answers 503, which tells
+ * a load balancer or Kubernetes to send new requests elsewhere while the instance drains (plugins/shutdown.ts).
  */
 const readyRoute: FastifyPluginAsync = async (fastify) => {
-  fastify.get('/', { config: notShedUnderLoad }, async () => ({ status: 'ready' }))
+  fastify.get('/', { config: notShedUnderLoad }, async (request, reply) => {
+    if (fastify.isShuttingDown()) {
+      reply.header('retry-after', String(fastify.config.RETRY_AFTER_SECONDS))
+      throw fastify.httpErrors.serviceUnavailable('The service is shutting down; send new requests to another instance.')
+    }
+    return { status: 'ready' }
+  })
 }
 
 export default readyRoute

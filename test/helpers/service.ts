@@ -14,7 +14,8 @@ export interface RunningService {
 /** Starts the whole service, as server.ts does, on an ephemeral loopback port, capturing its logs. */
 export async function startService (environment: Record<string, string> = {},
   beforeListen?: (app: FastifyInstance) => void): Promise<RunningService> {
-  const config = loadConfig({ LOG_LEVEL: 'silent', ...environment })
+  // No drain unless a test asks for one: closing the app at the end of each test would wait SHUTDOWN_DRAIN_MS.
+  const config = loadConfig({ LOG_LEVEL: 'silent', SHUTDOWN_DRAIN_MS: '0', ...environment })
   const logs: Array<Record<string, unknown>> = []
   const server = buildServer(config, { write: (line: string) => { logs.push(JSON.parse(line) as Record<string, unknown>) } })
   beforeListen?.(server)
