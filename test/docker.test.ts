@@ -13,6 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { parse as parseYaml } from 'yaml'
 import { ConfigSchema, loadConfig } from '../lib/config.js'
+import { findCompose } from './helpers/docker-engine.js'
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url))
 
@@ -194,15 +195,6 @@ async function freePort (): Promise<number> {
 async function stop (running: Running): Promise<Finished> {
   if (running.child.exitCode === null && running.child.signalCode === null) running.child.kill('SIGTERM')
   return running.exited
-}
-
-/** docker-compose (Debian's package, v1) or the Docker CLI plugin (v2), whichever answers. */
-function findCompose (): string[] | undefined {
-  for (const command of [['docker-compose'], ['docker', 'compose']]) {
-    const probe = spawnSync(command[0] as string, [...command.slice(1), 'version'], { encoding: 'utf8' })
-    if (probe.status === 0) return command
-  }
-  return undefined
 }
 
 const compose = findCompose()
