@@ -19,6 +19,8 @@ export const ConfigSchema = Type.Object({
   HEDGE_BUDGET_TOKENS: Type.Integer({ minimum: 0, maximum: 100000, default: 0 }),
   // Tokens each successful attempt puts back into the hedge budget.
   HEDGE_BUDGET_TOKEN_RATIO: Type.Number({ exclusiveMinimum: 0, maximum: 1000, default: 0.1 }),
+  // Attempts that /api/first, /api/all and /api/within-timeout start at once.
+  FANOUT_REQUESTS: Type.Integer({ minimum: 1, maximum: 10, default: 3 }),
   MAX_TIMEOUT_MS: Type.Integer({ minimum: 1, maximum: LARGEST_TIMER_MS, default: 60000 }),
   MAX_BODY_BYTES: Type.Integer({ minimum: 1, default: 1048576 }),
   // Upstream connections open at once; attempts beyond it wait for a free one (until their deadline). Each is a

@@ -13,12 +13,10 @@ function withoutStackTrace<T> (create: () => T): T {
   }
 }
 
-/**
- * The deadline passed before any attempt succeeded. Its name is 'TimeoutError', like got's and
- * AbortSignal.timeout()'s errors, so the error handler answers every kind of timeout with 408.
- */
+/** The client's deadline passed before the call had its answer: 408, which the error handler sends as it is. */
 export class DeadlineExceededError extends Error {
-  override readonly name = 'TimeoutError'
+  override readonly name = 'DeadlineExceededError'
+  readonly statusCode = 408
 
   constructor (readonly timeoutMs: number) {
     super(`No successful upstream answer within the ${timeoutMs} ms timeout.`)

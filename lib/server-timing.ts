@@ -1,4 +1,4 @@
-import type { AttemptRecord } from './hedging.js'
+import type { AttemptRecord } from './call-engine.js'
 
 /**
  * A Server-Timing header value: the total, then each attempt's duration and how it ended, so a browser's

@@ -49,14 +49,8 @@ export function clientErrorHandler (this: FastifyInstance, error: ConnectionErro
   socket.destroy()
 }
 
-/** Timeouts of any origin (the hedged call's deadline, got, AbortSignal.timeout) share this name. */
-function isTimeout (error: Error): boolean {
-  return error.name === 'TimeoutError'
-}
-
 function statusOf (error: FastifyError): number {
   if (error.validation !== undefined) return 400
-  if (isTimeout(error)) return 408
   const { statusCode } = error
   return statusCode !== undefined && statusCode >= 400 && statusCode <= 599 ? statusCode : 500
 }
@@ -66,8 +60,8 @@ function sendError (reply: FastifyReply, statusCode: number, message: string): F
 }
 
 /**
- * One place decides how failures look on the wire: timeouts become 408, validation 400, HTTP errors
- * keep their status, and anything unexpected is a 500, logged at error, that reveals nothing internal.
+ * One place decides how failures look on the wire: validation failures become 400, errors with a status keep it
+ * (the deadline's 408 among them), and anything unexpected is a 500, logged at error, that reveals nothing internal.
  * Unknown routes answer a JSON 404 in the same shape.
  */
 export default fp(async (fastify) => {

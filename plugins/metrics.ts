@@ -9,18 +9,18 @@ const DURATION_BUCKETS_SECONDS = [
 /** Lateness of a 408, from half a millisecond to 10 s. */
 const OVERSHOOT_BUCKETS_SECONDS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10]
 
-/** How a client request to /api/smart ended. */
-export type RequestOutcome = 'success' | 'timeout' | 'upstream_error' | 'invalid' | 'client_closed' | 'overloaded'
+/** How a client request to an /api endpoint ended. */
+export type RequestOutcome = 'success' | 'timeout' | 'upstream_error' | 'invalid' | 'client_closed' | 'overloaded' | 'error'
 
 export interface SmartMetrics {
   registry: Registry
-  requests: Counter<'outcome'>
-  upstreamAttempts: Counter<'result'>
+  requests: Counter<'endpoint' | 'outcome'>
+  upstreamAttempts: Counter<'endpoint' | 'result'>
   hedges: Counter
   hedgesThrottled: Counter<'reason'>
-  requestDuration: Histogram<'outcome'>
-  upstreamAttemptDuration: Histogram<'result'>
-  deadlineOvershoot: Histogram
+  requestDuration: Histogram<'endpoint' | 'outcome'>
+  upstreamAttemptDuration: Histogram<'endpoint' | 'result'>
+  deadlineOvershoot: Histogram<'endpoint'>
   shedShare: Gauge
 }
 
@@ -39,19 +39,19 @@ export function createMetrics (): SmartMetrics {
     registry,
     requests: new Counter({
       name: 'smart_requests_total',
-      help: 'Requests to /api/smart by how they ended.',
-      labelNames: ['outcome'],
+      help: 'Requests to the /api endpoints (smart, first, all, within-timeout) by how they ended.',
+      labelNames: ['endpoint', 'outcome'],
       registers
     }),
     upstreamAttempts: new Counter({
       name: 'smart_upstream_attempts_total',
-      help: 'Upstream attempts by how they ended (aborted: still running when the request was decided).',
-      labelNames: ['result'],
+      help: 'Upstream attempts by endpoint and how they ended (aborted: still running when the call ended).',
+      labelNames: ['endpoint', 'result'],
       registers
     }),
     hedges: new Counter({
       name: 'smart_hedges_total',
-      help: 'Times the hedge fired its extra attempts.',
+      help: 'Calls to /api/smart that sent hedges.',
       registers
     }),
     hedgesThrottled: new Counter({
@@ -62,27 +62,28 @@ export function createMetrics (): SmartMetrics {
     }),
     requestDuration: new Histogram({
       name: 'smart_request_duration_seconds',
-      help: 'Time from the arrival of a request to /api/smart to its answer.',
-      labelNames: ['outcome'],
+      help: 'Time from the arrival of a request to an /api endpoint to its answer.',
+      labelNames: ['endpoint', 'outcome'],
       buckets: DURATION_BUCKETS_SECONDS,
       registers
     }),
     upstreamAttemptDuration: new Histogram({
       name: 'smart_upstream_attempt_duration_seconds',
       help: 'Duration of each upstream attempt, until it ended or was aborted.',
-      labelNames: ['result'],
+      labelNames: ['endpoint', 'result'],
       buckets: DURATION_BUCKETS_SECONDS,
       registers
     }),
     deadlineOvershoot: new Histogram({
       name: 'smart_deadline_overshoot_seconds',
-      help: "How late each 408 went out compared with the client's deadline.",
+      help: "How late each answer at the deadline (408, or /api/within-timeout's 200) went out compared with the client's deadline.",
+      labelNames: ['endpoint'],
       buckets: OVERSHOOT_BUCKETS_SECONDS,
       registers
     }),
     shedShare: new Gauge({
       name: 'smart_overload_shed_ratio',
-      help: 'Share of new requests to /api/smart the service sheds right now (0 to 1).',
+      help: 'Share of new requests to the /api endpoints the service sheds right now (0 to 1).',
       registers
     })
   }

@@ -5,13 +5,17 @@ import type { FastifySchema } from 'fastify'
 import packageJson from '../package.json' with { type: 'json' }
 
 const DESCRIPTION = [
-  "Calls a slow, flaky upstream \"work\" API on the client's behalf and answers with its first successful",
-  'response, always within the time budget the client gives in `timeout` (milliseconds).',
+  "Calls a slow, flaky upstream \"work\" API on the client's behalf and answers within the time budget the client",
+  'gives in `timeout` (milliseconds), in one of four ways:',
   '',
-  'One upstream request is sent at once; if it has not succeeded after the hedge delay (300 ms by default),',
-  'more are sent together (2 by default). The first success wins and the others are aborted. When the timeout passes',
-  'first the answer is 408; when every attempt failed before it, 502. Every error body is JSON with',
-  '`success: false`, `statusCode`, `error` and `message`.'
+  '- `/api/smart`: one upstream request at once; if it has not succeeded after the hedge delay (300 ms by default),',
+  '  more are sent together (2 by default). The first success wins and the others are aborted.',
+  '- `/api/first`: three requests at once; the first success wins.',
+  '- `/api/all`: three requests at once; every success, once all of them have ended.',
+  '- `/api/within-timeout`: three requests at once; the successes that arrived before the timeout.',
+  '',
+  'When the timeout passes with no answer the status is 408; when every attempt failed, 502. Every error body is JSON',
+  'with `success: false`, `statusCode`, `error` and `message`.'
 ].join('\n')
 
 /**
@@ -35,7 +39,11 @@ function withVendorKeywords (value: unknown): unknown {
 export default fp(async (fastify) => {
   await fastify.register(swagger, {
     openapi: {
-      info: { title: 'smart-api-requester', description: DESCRIPTION, version: packageJson.version }
+      info: { title: 'smart-api-requester', description: DESCRIPTION, version: packageJson.version },
+      tags: [
+        { name: 'API', description: 'Calls to the upstream, each within the client\'s timeout.' },
+        { name: 'Operations', description: 'Probes and metrics, for orchestrators and monitoring.' }
+      ]
     },
     transform: ({ schema, url, route }) => ({
       // A route without a schema that is not a GET only exists to answer 405 (e.g. POST /api/smart):

@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import got, { Options, TimeoutError, type PlainResponse, type Request, type RequestError } from 'got'
 import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingMessage, type RequestOptions } from 'node:http'
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
-import type { AttemptOutcome } from '../lib/hedging.js'
+import type { AttemptOutcome } from '../lib/call-engine.js'
 import { startSimulator } from '../simulator/simulator.js'
 import { REQUEST_ID_HEADER } from './request-id.js'
 

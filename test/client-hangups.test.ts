@@ -40,12 +40,12 @@ for (const phase of PHASES) {
     await sleep(400) // a hedge timer left running would fire here
     t.equal(upstream.requests.length, phase.attemptsSeen, 'still no new attempt')
     const lines = service.logs.filter((line) => line.reqId !== undefined)
-    const summaries = lines.filter((line) => line.msg === 'smart request')
+    const summaries = lines.filter((line) => line.msg === 'api request')
     t.equal(summaries.length, 1, 'one summary line')
     t.match(summaries, [{ outcome: 'client_closed', statusCode: 499 }])
     t.notOk(lines.some((line) => line.outcome === 'success' || line.result === 'success'), 'no log line claims success')
     const metrics = (await call(`${service.url}/metrics`)).text
-    t.equal(sample(metrics, 'smart_requests_total{outcome="client_closed"}'), 1)
+    t.equal(sample(metrics, 'smart_requests_total{endpoint="smart",outcome="client_closed"}'), 1)
     t.notMatch(metrics, /outcome="success"|result="success"/, 'no metric claims success')
   })
 }

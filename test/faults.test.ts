@@ -412,7 +412,7 @@ for (const fault of FAULTS) {
         const socketsDown = await eventually(() => upstream.openSockets() <= poolable, CLOSE_GRACE_MS)
         t.ok(socketsDown, `open upstream sockets: ${upstream.openSockets()}, at most the ${poolable} keep-alive ones of finished exchanges`)
 
-        const summaries = service.logs.filter((line) => line.msg === 'smart request')
+        const summaries = service.logs.filter((line) => line.msg === 'api request')
         t.equal(summaries.length, 1, 'one summary line')
         t.match(summaries, [{ statusCode: fault.expected.status }], 'with the status sent')
         t.same(service.logs.filter((line) => Number(line.level) >= 50), [], 'nothing logged as an error')

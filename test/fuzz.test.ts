@@ -3,7 +3,7 @@ import fc from 'fast-check'
 import { connect } from 'node:net'
 import { startScriptedUpstream, type ScriptedUpstream } from './helpers/scripted-upstream.js'
 import { call, startService, type RunningService } from './helpers/service.js'
-import { TIMEOUT_MESSAGES } from '../routes/api/smart/schema.js'
+import { TIMEOUT_MESSAGES } from '../routes/api/schema.js'
 
 /**
  * Fuzzed input against the real service over real sockets: whatever a client puts in the query string or

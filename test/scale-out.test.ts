@@ -120,7 +120,7 @@ async function stopInstance (instance: ServerProcess): Promise<{ code: number | 
 }
 
 function smartRequestsLogged (instance: ServerProcess): number {
-  return instance.output().split('"msg":"smart request"').length - 1
+  return instance.output().split('"msg":"api request"').length - 1
 }
 
 /** Waits until nginx sends an instance its share of the load: `count` requests served (at most 10 s). */
@@ -350,7 +350,7 @@ t.test('two instances behind nginx: a rolling restart under load fails no reques
     // Exit 1 after SHUTDOWN_GRACE_MS means the instance never finished closing: typically a keep-alive connection
     // from nginx left open after its last answer.
     t.equal(drained[name]?.code, 0, `instance ${name} drained and exited 0 (${drained[name]?.ms} ms after SIGTERM)`,
-      { output: old.output().split('\n').filter((line) => !line.includes('"msg":"smart request"')).join('\n').slice(-2000) })
+      { output: old.output().split('\n').filter((line) => !line.includes('"msg":"api request"')).join('\n').slice(-2000) })
   }
 
   const perPhase = countBy(load.answers, (answer) => answer.phase)

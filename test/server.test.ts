@@ -24,7 +24,7 @@ t.test('serves /api/smart, logs one summary line per request, and exits 0 on SIG
   const tookMs = performance.now() - signalledAt
   t.ok(tookMs >= 300, `exited ${Math.round(tookMs)} ms after SIGTERM, once the 300 ms drain was over`)
   const lines = server.output().trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>)
-  const summaries = lines.filter((line) => line.msg === 'smart request')
+  const summaries = lines.filter((line) => line.msg === 'api request')
   t.equal(summaries.length, 1, 'exactly one line for the request')
   t.match(summaries, [{ level: 30, statusCode: 200, outcome: 'success', attempts: 1, winner: 1 }])
   t.match(lines.slice(-3), [

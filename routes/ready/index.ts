@@ -6,7 +6,7 @@ import { notShedUnderLoad } from '../../lib/probes.js'
  * a load balancer or Kubernetes to send new requests elsewhere while the instance drains (plugins/shutdown.ts).
  */
 const readyRoute: FastifyPluginAsync = async (fastify) => {
-  fastify.get('/', { config: notShedUnderLoad }, async (request, reply) => {
+  fastify.get('/', { config: notShedUnderLoad, schema: { summary: 'Readiness', tags: ['Operations'] } }, async (request, reply) => {
     if (fastify.isShuttingDown()) {
       reply.header('retry-after', String(fastify.config.RETRY_AFTER_SECONDS))
       throw fastify.httpErrors.serviceUnavailable('The service is shutting down; send new requests to another instance.')

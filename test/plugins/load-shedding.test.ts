@@ -92,7 +92,7 @@ t.test('a lasting overload sheds /api/smart with a JSON 503 and Retry-After, but
   await waitUntil(() => !service.app.isUnderPressure(), 4000)
   t.equal((await call(`${service.url}/api/smart?timeout=1000`)).status, 200, 'back to normal once the waits are short again')
   const { text } = await call(`${service.url}/metrics`)
-  t.equal(sample(text, 'smart_requests_total{outcome="overloaded"}'), stormShed + 1)
+  t.equal(sample(text, 'smart_requests_total{endpoint="smart",outcome="overloaded"}'), stormShed + 1)
 })
 
 /** A client in a process of its own that opens `count` connections at once, one GET each, and prints the statuses. */

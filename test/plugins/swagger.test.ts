@@ -144,6 +144,46 @@ t.test('GET /api/smart is documented with its timeout parameter and every answer
   }
 })
 
+t.test('the fan-out endpoints are documented with their answers, each with an example', async (t) => {
+  const { document } = await setup(t)
+  const paths = object(document.paths)
+  const expected: Record<string, string[]> = {
+    '/api/first': ['200', '400', '408', '502', '503'],
+    '/api/all': ['200', '400', '408', '502', '503'],
+    '/api/within-timeout': ['200', '400', '503']
+  }
+  const ajv = new Ajv({ strict: false })
+  for (const [url, statuses] of Object.entries(expected)) {
+    t.same(Object.keys(object(paths[url])), ['get'], `${url}: GET only`)
+    const operation = object(object(paths[url]).get)
+    t.match(operation.parameters, [{ name: 'timeout', in: 'query' }], `${url}: the timeout parameter`)
+    const responses = object(operation.responses)
+    t.same(Object.keys(responses).sort(), statuses, `${url}: every answer`)
+    for (const status of statuses) {
+      const media = object(object(object(responses[status]).content)['application/json'])
+      t.ok(media.example !== undefined && ajv.validate(object(media.schema), media.example), `${url} ${status}: an example that matches its schema`)
+    }
+  }
+  const list = object(object(object(object(object(paths['/api/all']).get).responses)['200']).content)['application/json']
+  t.match(object(list).example, { success: true, response: [{ time: Number }, { time: Number }] }, 'a list of upstream answers')
+})
+
+t.test('operations are grouped: the API apart from the operational routes', async (t) => {
+  const { document } = await setup(t)
+  t.match(document.tags, [{ name: 'API', description: String }, { name: 'Operations', description: String }])
+  const tagsOf = Object.fromEntries(Object.entries(object(document.paths))
+    .map(([url, item]) => [url, object(object(item).get).tags]))
+  t.same(tagsOf, {
+    '/api/smart': ['API'],
+    '/api/first': ['API'],
+    '/api/all': ['API'],
+    '/api/within-timeout': ['API'],
+    '/health': ['Operations'],
+    '/ready': ['Operations'],
+    '/metrics': ['Operations']
+  })
+})
+
 t.test('the document follows the configuration', async (t) => {
   const upstream = await startScriptedUpstream(() => ({ kind: 'json' }))
   const service = await startService({ UPSTREAM_URL: upstream.url, MAX_TIMEOUT_MS: '5000' })

@@ -22,22 +22,22 @@ t.test('a scripted scenario moves every counter by exactly what happened', async
 
   const { text } = await call(`${service.url}/metrics`)
   const expected: Record<string, number> = {
-    'smart_requests_total{outcome="success"}': 1,
-    'smart_requests_total{outcome="timeout"}': 1,
-    'smart_requests_total{outcome="invalid"}': 1,
-    'smart_requests_total{outcome="upstream_error"}': 0,
-    'smart_upstream_attempts_total{result="success"}': 1,
-    'smart_upstream_attempts_total{result="aborted"}': 3,
+    'smart_requests_total{endpoint="smart",outcome="success"}': 1,
+    'smart_requests_total{endpoint="smart",outcome="timeout"}': 1,
+    'smart_requests_total{endpoint="smart",outcome="invalid"}': 1,
+    'smart_requests_total{endpoint="smart",outcome="upstream_error"}': 0,
+    'smart_upstream_attempts_total{endpoint="smart",result="success"}': 1,
+    'smart_upstream_attempts_total{endpoint="smart",result="aborted"}': 3,
     smart_hedges_total: 1,
-    'smart_request_duration_seconds_count{outcome="success"}': 1,
-    'smart_request_duration_seconds_count{outcome="timeout"}': 1,
-    'smart_request_duration_seconds_count{outcome="invalid"}': 1,
-    'smart_upstream_attempt_duration_seconds_count{result="aborted"}': 3,
-    smart_deadline_overshoot_seconds_count: 1
+    'smart_request_duration_seconds_count{endpoint="smart",outcome="success"}': 1,
+    'smart_request_duration_seconds_count{endpoint="smart",outcome="timeout"}': 1,
+    'smart_request_duration_seconds_count{endpoint="smart",outcome="invalid"}': 1,
+    'smart_upstream_attempt_duration_seconds_count{endpoint="smart",result="aborted"}': 3,
+    'smart_deadline_overshoot_seconds_count{endpoint="smart"}': 1
   }
   for (const [series, value] of Object.entries(expected)) t.equal(sample(text, series), value, series)
-  t.equal(sample(text, 'smart_deadline_overshoot_seconds_bucket{le="0.1"}'), 1, 'the 408 was less than 100 ms late')
-  t.equal(sample(text, 'smart_request_duration_seconds_bucket{le="0.1",outcome="invalid"}'), 1, 'the 400 was answered within 100 ms')
+  t.equal(sample(text, 'smart_deadline_overshoot_seconds_bucket{le="0.1",endpoint="smart"}'), 1, 'the 408 was less than 100 ms late')
+  t.equal(sample(text, 'smart_request_duration_seconds_bucket{le="0.1",endpoint="smart",outcome="invalid"}'), 1, 'the 400 was answered within 100 ms')
   t.match(text, /process_open_fds \d+/, 'default process metrics are included')
 })
 
@@ -52,9 +52,9 @@ t.test('failed attempts are counted by their reason', async (t) => {
   })
   t.equal((await call(`${service.url}/api/smart?timeout=1000`)).status, 502)
   const { text } = await call(`${service.url}/metrics`)
-  t.equal(sample(text, 'smart_requests_total{outcome="upstream_error"}'), 1)
-  t.equal(sample(text, 'smart_upstream_attempts_total{result="http_error"}'), 1)
-  t.equal(sample(text, 'smart_upstream_attempts_total{result="invalid_json"}'), 1)
-  t.equal(sample(text, 'smart_upstream_attempts_total{result="connection_error"}'), 1)
+  t.equal(sample(text, 'smart_requests_total{endpoint="smart",outcome="upstream_error"}'), 1)
+  t.equal(sample(text, 'smart_upstream_attempts_total{endpoint="smart",result="http_error"}'), 1)
+  t.equal(sample(text, 'smart_upstream_attempts_total{endpoint="smart",result="invalid_json"}'), 1)
+  t.equal(sample(text, 'smart_upstream_attempts_total{endpoint="smart",result="connection_error"}'), 1)
   t.equal(sample(text, 'smart_hedges_total'), 1, 'an early failure fires the hedge too')
 })

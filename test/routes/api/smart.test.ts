@@ -304,11 +304,11 @@ t.test('a client that hangs up is logged and counted as client_closed, never as 
   socket.destroy()
   await upstream.allClosed()
   await new Promise((resolve) => setTimeout(resolve, 50))
-  const summaries = service.logs.filter((line) => line.msg === 'smart request')
+  const summaries = service.logs.filter((line) => line.msg === 'api request')
   t.equal(summaries.length, 1, 'one summary line')
   t.match(summaries, [{ outcome: 'client_closed', statusCode: 499, attempts: 1 }])
   const metrics = await call(`${service.url}/metrics`)
-  t.equal(sample(metrics.text, 'smart_requests_total{outcome="client_closed"}'), 1)
+  t.equal(sample(metrics.text, 'smart_requests_total{endpoint="smart",outcome="client_closed"}'), 1)
   t.notMatch(metrics.text, /smart_requests_total\{outcome="success"\}/)
 })
 
@@ -318,7 +318,7 @@ t.test('one info line per request, with each attempt at debug', async (t) => {
   t.equal((await smart('?timeout=1000')).status, 200)
   t.equal((await smart('?timeout=0')).status, 400)
   const lines = service.logs.filter((line) => line.reqId !== undefined)
-  const summaries = lines.filter((line) => line.msg === 'smart request')
+  const summaries = lines.filter((line) => line.msg === 'api request')
   t.equal(summaries.length, 2, 'one summary line per request')
   t.match(summaries, [
     { level: 30, outcome: 'success', statusCode: 200, timeoutMs: 1000, attempts: 3, winner: Number, responseTimeMs: Number },
@@ -333,7 +333,7 @@ t.test('one info line per request, with each attempt at debug', async (t) => {
   const quiet = await setup(t, () => ({ kind: 'json' }), { LOG_LEVEL: 'info' })
   t.equal((await quiet.smart('?timeout=1000')).status, 200)
   t.equal((await call(`${quiet.service.url}/health`)).status, 200)
-  t.same(quiet.service.logs.filter((line) => line.reqId !== undefined).map((line) => line.msg), ['smart request'],
+  t.same(quiet.service.logs.filter((line) => line.reqId !== undefined).map((line) => line.msg), ['api request'],
     'at info a healthy request logs one line, and probes none')
 })
 
@@ -390,8 +390,8 @@ t.test('with every upstream connection taken, the service holds its cap and stil
     t.ok(answer.elapsedMs < 300 + DEADLINE_MARGIN_MS, `answered at the deadline (${answer.elapsedMs.toFixed(0)} ms)`)
   }
   const metrics = (await call(`${service.url}/metrics`)).text
-  t.equal(sample(metrics, 'smart_requests_total{outcome="timeout"}'), 10)
-  t.equal(sample(metrics, 'smart_upstream_attempts_total{result="aborted"}'), 30, 'waiting attempts count as aborted too')
+  t.equal(sample(metrics, 'smart_requests_total{endpoint="smart",outcome="timeout"}'), 10)
+  t.equal(sample(metrics, 'smart_upstream_attempts_total{endpoint="smart",result="aborted"}'), 30, 'waiting attempts count as aborted too')
   await new Promise((resolve) => setTimeout(resolve, 50))
   t.equal(upstream.openSockets(), 0, 'every connection was released')
   // The service goes on serving.
