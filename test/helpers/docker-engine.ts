@@ -142,7 +142,13 @@ export async function useDockerEngine (startMs = 60_000): Promise<DockerEngine> 
       // Referenced again, so that this process waits for dockerd's exit instead of ending first.
       child.ref()
       child.kill('SIGTERM')
-      const gone = await Promise.race([exitedPromise.then(() => true), sleep(30_000, false)])
+      let timer: NodeJS.Timeout | undefined
+      const gone = await Promise.race([
+        exitedPromise.then(() => true),
+        new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), 30_000) })
+      ])
+      // A pending timer would keep this process alive for its full 30 s.
+      clearTimeout(timer)
       if (!gone) {
         child.kill('SIGKILL')
         await exitedPromise
