@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyRequest } from 'fastify'
 import { runCall, type CallResult } from '../lib/call-engine.js'
 import { callPolicies, type CallPolicy, type Endpoint } from '../lib/call-policies.js'
-import type { AttemptFailure, UpstreamAttempt } from './upstream-client.js'
+import type { AttemptFailure, UpstreamAttempt } from '../lib/upstream-client.js'
 
 /** A client's deadline: its timeout, and when it falls due (performance.now()), counted from the request's arrival. */
 export interface ClientDeadline {

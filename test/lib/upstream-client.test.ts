@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap'
-import { createUpstreamClient } from '../../plugins/upstream-client.js'
+import { createUpstreamClient } from '../../lib/upstream-client.js'
 import { startScriptedUpstream, type UpstreamBehaviour } from '../helpers/scripted-upstream.js'
 
 /** The real got-based client against a scripted loopback upstream, both closed when the test ends. */
