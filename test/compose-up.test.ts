@@ -181,7 +181,7 @@ async function waitHealthyAgain (t: Test, container: ContainerState): Promise<Co
 /** `/api/smart` requests a replica has logged since `since` (an RFC 3339 time). */
 async function smartRequestsSince (container: ContainerState, since: string): Promise<number> {
   const result = await run('docker', ['logs', '--since', since, container.id], { timeoutMs: 30_000 })
-  return `${result.stdout}${result.stderr}`.split('"msg":"smart request"').length - 1
+  return `${result.stdout}${result.stderr}`.split('"msg":"api request"').length - 1
 }
 
 /** Waits until nginx sends a restarted replica its share again: `count` requests since its start. */
