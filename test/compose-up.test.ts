@@ -178,20 +178,30 @@ async function waitHealthyAgain (t: Test, container: ContainerState): Promise<Co
   }
 }
 
-/** `/api/smart` requests a replica has logged since `since` (an RFC 3339 time). */
-async function smartRequestsSince (container: ContainerState, since: string): Promise<number> {
-  const result = await run('docker', ['logs', '--since', since, container.id], { timeoutMs: 30_000 })
-  return `${result.stdout}${result.stderr}`.split('"msg":"api request"').length - 1
+/**
+ * Requests nginx had `replica` answer with a 200 since `since` (an RFC 3339 time), from nginx's access log: the
+ * JSON lines of deploy/nginx.conf, whose upstream_addr and upstream_status end with the instance that answered.
+ */
+async function answeredThroughNginx (nginx: ContainerState, replica: ContainerState, since: string): Promise<number> {
+  const result = await run('docker', ['logs', '--since', since, nginx.id], { timeoutMs: 30_000 })
+  let count = 0
+  for (const line of result.stdout.split('\n')) {
+    if (!line.startsWith('{')) continue
+    const entry = JSON.parse(line) as { upstream_addr?: string, upstream_status?: string }
+    const address = entry.upstream_addr?.split(', ').at(-1)?.replace(/:\d+$/, '')
+    if (address !== undefined && replica.addresses.includes(address) && entry.upstream_status?.split(', ').at(-1) === '200') count++
+  }
+  return count
 }
 
-/** Waits until nginx sends a restarted replica its share again: `count` requests since its start. */
-async function waitServing (t: Test, container: ContainerState, count = 5): Promise<void> {
+/** Waits until nginx sends a restarted replica its share again: `count` answers from it since its start. */
+async function waitServing (t: Test, nginx: ContainerState, replica: ContainerState, count = 5): Promise<void> {
   const deadline = performance.now() + SERVING_MS
-  while ((await smartRequestsSince(container, container.startedAt)) < count) {
+  while ((await answeredThroughNginx(nginx, replica, replica.startedAt)) < count) {
     if (performance.now() > deadline) {
-      t.fail(`${container.shortName} got no traffic through nginx within ${seconds(SERVING_MS)} of turning healthy ` +
-        `(nginx resolves \`api\` when it starts; the replica is at ${container.addresses.join(', ')})`)
-      throw new Error(`${container.shortName} got no traffic`)
+      t.fail(`${replica.shortName} got no traffic through nginx within ${seconds(SERVING_MS)} of turning healthy ` +
+        `(nginx resolves \`api\` when it starts; the replica is at ${replica.addresses.join(', ')})`)
+      throw new Error(`${replica.shortName} got no traffic`)
     }
     await sleep(250)
   }
@@ -353,6 +363,7 @@ if (compose === undefined) {
       if (up.code !== 0) return
       const containers = await waitHealthy(t, stack, ['api', 'nginx', 'simulator'])
       const replicas = containers.filter((container) => container.service === 'api')
+      const nginx = containers.find((container) => container.service === 'nginx') as ContainerState
       t.ok(replicas.length >= 2, `several replicas, all healthy: ${replicas.length}`)
       t.comment(`docker-compose.replicas.yml: up --build ${seconds(up.ms)}; all healthy ${seconds(performance.now() - upStartedAt)} after it began`)
 
@@ -378,7 +389,7 @@ if (compose === undefined) {
           const healthy = await waitHealthyAgain(t, replica)
           mark(`${replica.shortName} healthy`)
           t.same(healthy.addresses, replica.addresses, `${replica.shortName} kept its address, which nginx resolved at its start`)
-          await waitServing(t, healthy)
+          await waitServing(t, nginx, healthy)
           mark(`${replica.shortName} serving through nginx`)
         }
         load.phase = 'after the restarts'
