@@ -1,7 +1,7 @@
 /**
  * Runs `create` without capturing a stack trace. For outcomes the service expects and answers through
- * Fastify's error path (a deadline, a client gone): nobody reads their stack, and capturing one took about
- * 20 µs, paid by every 408 when many deadlines fall due together.
+ * Fastify's error path (a deadline, a client gone): nobody reads their stack, and capturing one is paid by every
+ * 408 when many deadlines fall due together (BENCHMARKS.md, "Where the time went").
  */
 function withoutStackTrace<T> (create: () => T): T {
   const stackTraceLimit = Error.stackTraceLimit

@@ -22,8 +22,8 @@ export function ignoreError (): void {}
  * sockets towards one upstream address make every new connect() search long for a free local port.
  *
  * node:http reports every connection dropped before an answer as a 'socket hang up' error of the
- * ClientRequest, and got turns each into a RequestError with both stack traces formatted: about 30 µs of
- * an aborted attempt's 200, for an outcome already known. got's own listeners are detached first (got has
+ * ClientRequest, and got turns each into a RequestError with both stack traces formatted: a large part of what an
+ * aborted attempt costs, for an outcome already known (BENCHMARKS.md, "Where the time went"). got's own listeners are detached first (got has
  * nothing left to do for a destroyed request; it cancels its timers in destroy()), one that ignores the
  * error stays, as a ClientRequest must not emit an unheard 'error'.
  */
@@ -65,7 +65,7 @@ export function prepareOptions (url: string, agent: { http: HttpAgent, https: Ht
   })
   // No response cache is used, so its settings are all unset. got spreads them into the options of every
   // node:http request, and on Node 20 spreading an object with keys in front of got's 30-odd other fields
-  // costs about 30 µs per request (V8 builds the object slowly); an empty object costs next to nothing.
+  // is slow (V8 builds the object slowly; BENCHMARKS.md has the figure); an empty object costs next to nothing.
   options.cacheOptions = {}
   options.freeze()
   return options
