@@ -58,7 +58,7 @@ export function prepareOptions (url: string, agent: { http: HttpAgent, https: Ht
     request: (requestUrl: URL, requestOptions: RequestOptions, callback?: (response: IncomingMessage) => void): ClientRequest =>
       nativeRequest(requestUrl, nativeOptions(requestOptions), callback),
     retry: { limit: 0 }, // hedging is the retry policy; got must not add its own
-    throwHttpErrors: false, // a non-200 is a failed attempt, classified below
+    throwHttpErrors: false, // a non-200 is a failed attempt, which lib/upstream-client.ts classifies
     followRedirect: (response: PlainResponse) =>
       new URL(response.headers.location ?? '', response.url).origin === upstreamOrigin,
     maxRedirects: MAX_REDIRECTS
