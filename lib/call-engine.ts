@@ -243,7 +243,10 @@ export function runCall<T, Reason extends string = string> (options: CallOptions
     }
     cancelSignal?.addEventListener('abort', onCancel, { once: true })
     for (let i = 0; i < schedule.initial; i++) launch()
-    // Outcomes arrive asynchronously, so nothing has ended yet here.
-    if (schedule.hedge !== undefined && schedule.hedge.attempts > 0) hedgeTimer = clock.setTimeout(fireHedges, schedule.hedge.afterMs)
+    // Outcomes arrive asynchronously, so nothing has ended yet here. A hedge due at or after the deadline (a timeout
+    // no longer than the hedge delay) is never scheduled: it would only open connections to be reset at once, and
+    // its timer, counted from a lagging loop clock like the deadline's, could fire before the deadline has passed.
+    const { hedge } = schedule
+    if (hedge !== undefined && hedge.attempts > 0 && startTime + hedge.afterMs < deadline) hedgeTimer = clock.setTimeout(fireHedges, hedge.afterMs)
   })
 }

@@ -156,6 +156,16 @@ t.test('the last attempt failing after the deadline, before the deadline timer r
   t.match(await call, { ending: 'deadline', successes: [] })
 })
 
+t.test('a hedge due at the deadline is never scheduled, even when the deadline timer fires early', async (t) => {
+  const { clock, started, call } = setup({ deadline: 300, schedule: { initial: 1, hedge: { attempts: 2, afterMs: 300 } } })
+  t.equal(clock.pendingTimers(), 1, 'the deadline timer only')
+  clock.advance(298)
+  clock.fireEarly(2)
+  t.equal(started.length, 1, 'no hedge in the last moments before the deadline')
+  clock.advance(2)
+  t.match(await call, { ending: 'deadline', attempts: [{ attempt: 1, result: 'aborted' }] })
+})
+
 t.test('a hedge that falls due after the deadline is never sent, whichever timer runs first', async (t) => {
   // Node keeps one timer list per duration and runs due lists in the order of their first timer: when the loop is
   // late for both, another call's list can make this call's hedge timer run before its earlier deadline timer.
