@@ -223,6 +223,26 @@ async function checkStopped (t: Test, stack: Stack): Promise<void> {
   }
 }
 
+/**
+ * Waits until `url` answers at all (any status), at most `ms`. A container without a health check (nginx) counts as
+ * up as soon as it runs, a moment before it listens: meanwhile Docker's port forwarding accepts a connection and
+ * resets it.
+ */
+async function untilAnswering (t: Test, url: string, ms: number): Promise<void> {
+  const deadline = performance.now() + ms
+  let lastError = ''
+  while (performance.now() < deadline) {
+    try {
+      await call(url)
+      return
+    } catch (error) {
+      lastError = (error as Error).message
+      await sleep(200)
+    }
+  }
+  t.fail(`${url} did not answer within ${ms / 1000} s: ${lastError}`)
+}
+
 async function expectOk (t: Test, url: string, body: Record<string, unknown>): Promise<void> {
   const answer = await call(url)
   t.equal(answer.status, 200, `${url} answers 200`, { body: answer.text })
@@ -368,6 +388,7 @@ if (compose === undefined) {
       t.comment(`docker-compose.replicas.yml: up --build ${seconds(up.ms)}; all healthy ${seconds(performance.now() - upStartedAt)} after it began`)
 
       const base = `http://127.0.0.1:${port}`
+      await untilAnswering(t, `${base}/health`, 15_000)
       await expectOk(t, `${base}/health`, { status: 'ok' })
       await expectOk(t, `${base}/ready`, { status: 'ready' })
       await expectOk(t, `${base}/api/smart?timeout=5000`, { success: true })
