@@ -2,21 +2,19 @@
  * Runs the upstream simulator as a process of its own: the `simulator` container of docker-compose.yml,
  * or `npm run simulator` on a workstation. Configured by SIMULATOR_HOST, SIMULATOR_PORT and SIMULATOR_SEED.
  */
+import closeWithGrace from 'close-with-grace'
 import { parseSimulatorEnv } from './env.js'
-import { startSimulator, type RunningSimulator } from './simulator.js'
+import { startSimulator } from './simulator.js'
 
-async function stop (simulator: RunningSimulator): Promise<void> {
-  await simulator.close()
-  process.exit(0)
-}
+/** How long closing may take before the process exits anyway, with exit code 1. */
+const CLOSE_DELAY_MS = 5000
 
 async function run (): Promise<void> {
   const settings = parseSimulatorEnv(process.env)
   const simulator = await startSimulator(settings)
   process.stdout.write(`simulator listening on ${simulator.url} (seed ${settings.seed})\n`)
-  // `once`: a second signal while closing falls back to Node's default and ends the process at once.
-  process.once('SIGTERM', () => stop(simulator))
-  process.once('SIGINT', () => stop(simulator))
+  // SIGTERM or SIGINT close it and exit 0; a second signal, or closing for longer than CLOSE_DELAY_MS, exit 1 at once.
+  closeWithGrace({ delay: CLOSE_DELAY_MS }, async () => { await simulator.close() })
 }
 
 run().catch((error: Error) => {
