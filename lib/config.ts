@@ -1,5 +1,5 @@
-import envSchema from 'env-schema'
 import { Type, type Static } from '@sinclair/typebox'
+import { readEnvironment } from './environment.js'
 
 /** Node's setTimeout fires at once for delays above 2^31-1 ms, so no budget may exceed it. */
 export const LARGEST_TIMER_MS = 2_147_483_647
@@ -11,7 +11,10 @@ export const LARGEST_TIMER_MS = 2_147_483_647
 export const ConfigSchema = Type.Object({
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
   HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
-  UPSTREAM_URL: Type.Union([Type.Literal(''), Type.String({ pattern: '^https?://[^\\s]+$' })], { default: '' }),
+  UPSTREAM_URL: Type.Union([Type.Literal(''), Type.String({ pattern: '^https?://[^\\s]+$' })], {
+    default: '',
+    description: 'an http:// or https:// URL, or empty for the built-in simulator'
+  }),
   HEDGE_DELAY_MS: Type.Integer({ minimum: 0, maximum: LARGEST_TIMER_MS, default: 300 }),
   HEDGE_REQUESTS: Type.Integer({ minimum: 0, maximum: 10, default: 2 }),
   // Hedge budget (off with 0): a bucket of this many tokens; failed attempts drain it, and hedges
@@ -65,12 +68,13 @@ const REPLACED_SETTINGS: Record<string, string> = {
 
 /**
  * Validates the given environment (process.env by default) and returns the typed configuration.
- * Throws an Error whose message names every offending variable, e.g. "env/HEDGE_DELAY_MS must be integer".
+ * Throws an Error whose message names every offending variable and its value, e.g.
+ * `HEDGE_DELAY_MS must be >= 0 (got "-1")`.
  */
 export function loadConfig (environment: Record<string, string | undefined> = process.env): Config {
   const replaced = Object.keys(REPLACED_SETTINGS).filter((name) => environment[name] !== undefined)
   if (replaced.length > 0) {
     throw new Error(replaced.map((name) => `${name} is no longer a setting; use ${REPLACED_SETTINGS[name]} (see README, "Overload")`).join('; '))
   }
-  return envSchema<Config>({ schema: ConfigSchema, data: environment, env: false })
+  return readEnvironment(ConfigSchema, environment)
 }

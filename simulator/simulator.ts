@@ -33,7 +33,7 @@ export const DEFAULT_PROFILE: SimulatorProfile = Object.freeze({
 export const DEFAULT_SEED = 42
 
 /** mulberry32 works on 32-bit state, so larger seeds would silently alias smaller ones. */
-const LARGEST_SEED = 0xFFFF_FFFF
+export const LARGEST_SEED = 0xFFFF_FFFF
 
 /** Node fires longer timers at once, which would turn a huge delay into none. */
 const LARGEST_TIMER_MS = 2_147_483_647

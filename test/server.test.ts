@@ -8,7 +8,7 @@ import { listeningUrl, runServer } from './helpers/server-process.js'
 t.test('invalid configuration stops start-up with a message naming the variable', async (t) => {
   const server = runServer({ HEDGE_DELAY_MS: 'soon' })
   t.equal(await server.exited, 1)
-  t.match(server.output(), 'Invalid configuration: env/HEDGE_DELAY_MS must be integer')
+  t.match(server.output(), 'Invalid configuration: HEDGE_DELAY_MS must be an integer in decimal digits (got "soon")')
 })
 
 t.test('serves /api/smart, logs one summary line per request, and exits 0 on SIGTERM after the drain', async (t) => {

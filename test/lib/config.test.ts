@@ -43,33 +43,49 @@ t.test('values from the environment are parsed and unknown variables ignored', a
 
 t.test('an invalid value stops start-up with a message naming the variable', async (t) => {
   const cases: Array<[Record<string, string>, RegExp]> = [
-    [{ PORT: 'eighty' }, /PORT must be integer/],
-    [{ PORT: '70000' }, /PORT must be <= 65535/],
+    [{ PORT: 'eighty' }, /PORT must be an integer in decimal digits \(got "eighty"\)/],
+    [{ PORT: '70000' }, /PORT must be <= 65535 \(got "70000"\)/],
     [{ HEDGE_DELAY_MS: '-1' }, /HEDGE_DELAY_MS must be >= 0/],
-    [{ HEDGE_DELAY_MS: '1.5' }, /HEDGE_DELAY_MS must be integer/],
+    [{ HEDGE_DELAY_MS: '1.5' }, /HEDGE_DELAY_MS must be an integer in decimal digits \(got "1.5"\)/],
     [{ HEDGE_REQUESTS: '11' }, /HEDGE_REQUESTS must be <= 10/],
     [{ MAX_TIMEOUT_MS: '0' }, /MAX_TIMEOUT_MS must be >= 1/],
     [{ MAX_TIMEOUT_MS: '2147483648' }, /MAX_TIMEOUT_MS must be <= 2147483647/],
-    [{ MAX_BODY_BYTES: 'lots' }, /MAX_BODY_BYTES must be integer/],
+    [{ MAX_BODY_BYTES: 'lots' }, /MAX_BODY_BYTES must be an integer/],
     [{ UPSTREAM_MAX_SOCKETS: '0' }, /UPSTREAM_MAX_SOCKETS must be >= 1/],
-    [{ UPSTREAM_MAX_SOCKETS: 'many' }, /UPSTREAM_MAX_SOCKETS must be integer/],
+    [{ UPSTREAM_MAX_SOCKETS: 'many' }, /UPSTREAM_MAX_SOCKETS must be an integer/],
     [{ MAX_CLIENT_CONNECTIONS: '0' }, /MAX_CLIENT_CONNECTIONS must be >= 1/],
-    [{ UPSTREAM_URL: 'ftp://example.com' }, /UPSTREAM_URL/],
+    [{ UPSTREAM_URL: 'ftp://example.com' }, /UPSTREAM_URL must be an http:\/\/ or https:\/\/ URL, or empty for the built-in simulator \(got "ftp:\/\/example.com"\)/],
     [{ UPSTREAM_URL: 'localhost:8081' }, /UPSTREAM_URL/],
-    [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL/],
-    [{ HOST: '' }, /HOST must NOT have fewer than 1 characters/],
-    [{ SHUTDOWN_GRACE_MS: 'later' }, /SHUTDOWN_GRACE_MS must be integer/],
+    [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent \(got "loud"\)/],
+    [{ HOST: '' }, /HOST must NOT have fewer than 1 characters \(got ""\)/],
+    [{ SHUTDOWN_GRACE_MS: 'later' }, /SHUTDOWN_GRACE_MS must be an integer/],
     [{ SHUTDOWN_DRAIN_MS: '-1' }, /SHUTDOWN_DRAIN_MS must be >= 0/],
     [{ FANOUT_REQUESTS: '0' }, /FANOUT_REQUESTS must be >= 1/],
     [{ FANOUT_REQUESTS: '11' }, /FANOUT_REQUESTS must be <= 10/],
     [{ OVERLOAD_MAX_WAIT_MS: '-5' }, /OVERLOAD_MAX_WAIT_MS must be >= 0/],
     [{ RETRY_AFTER_SECONDS: '0' }, /RETRY_AFTER_SECONDS must be >= 1/],
     [{ HEDGE_BUDGET_TOKENS: '-1' }, /HEDGE_BUDGET_TOKENS must be >= 0/],
-    [{ HEDGE_BUDGET_TOKEN_RATIO: '0' }, /HEDGE_BUDGET_TOKEN_RATIO must be > 0/]
+    [{ HEDGE_BUDGET_TOKEN_RATIO: '0' }, /HEDGE_BUDGET_TOKEN_RATIO must be > 0/],
+    // Ajv's coercion alone would read these as 80, 80 and 1000.
+    [{ PORT: ' 80' }, /PORT must be an integer in decimal digits/],
+    [{ PORT: '0x50' }, /PORT must be an integer in decimal digits/],
+    [{ MAX_TIMEOUT_MS: '1e3' }, /MAX_TIMEOUT_MS must be an integer in decimal digits/],
+    [{ HEDGE_BUDGET_TOKEN_RATIO: '1e-1' }, /HEDGE_BUDGET_TOKEN_RATIO must be a number in decimal notation/],
+    [{ OVERLOAD_HOLD_HEDGES: 'yes' }, /OVERLOAD_HOLD_HEDGES must be boolean \(got "yes"\)/]
   ]
   for (const [environment, message] of cases) {
     t.throws(() => loadConfig(environment), message, JSON.stringify(environment))
   }
+})
+
+t.test('every invalid value is named at once, not only the first', async (t) => {
+  t.throws(() => loadConfig({ PORT: '-1', LOG_LEVEL: 'loud', HEDGE_REQUESTS: '11' }),
+    { message: 'PORT must be >= 0 (got "-1"); HEDGE_REQUESTS must be <= 10 (got "11"); LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent (got "loud")' })
+})
+
+t.test('a fractional ratio is read as written', async (t) => {
+  t.equal(loadConfig({ HEDGE_BUDGET_TOKEN_RATIO: '.25' }).HEDGE_BUDGET_TOKEN_RATIO, 0.25)
+  t.equal(loadConfig({ HEDGE_BUDGET_TOKEN_RATIO: '2.' }).HEDGE_BUDGET_TOKEN_RATIO, 2)
 })
 
 t.test('a setting that was replaced stops start-up with a message naming its replacement', async (t) => {

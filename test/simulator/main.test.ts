@@ -149,7 +149,7 @@ t.test('SIMULATOR_PORT=abc: a message naming the variable on stderr, exit code 1
   t.teardown(() => { child.process.kill('SIGKILL') })
   const exit = await child.exit
   t.equal(exit.code, 1)
-  t.match(exit.stderr, /SIMULATOR_PORT must be an integer from 0 to 65535, got "abc"/)
+  t.match(exit.stderr, /^simulator: SIMULATOR_PORT must be an integer in decimal digits \(got "abc"\)\n$/)
   t.equal(exit.stdout, '')
 })
 
