@@ -1,6 +1,7 @@
 import closeWithGrace from 'close-with-grace'
 import { buildServer } from './app.js'
-import { LARGEST_TIMER_MS, loadConfig } from './lib/config.js'
+import { loadConfig } from './lib/config.js'
+import { LARGEST_TIMER_MS } from './lib/constants.js'
 
 /** Starts the service standalone: validated config, the root plugin, a listening socket, clean shutdown. */
 async function start (): Promise<void> {

@@ -1,8 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
+import { LARGEST_TIMER_MS, REFERENCE_HEDGE_DELAY_MS, REFERENCE_HEDGE_REQUESTS } from './constants.js'
 import { readEnvironment } from './environment.js'
-
-/** Node's setTimeout fires at once for delays above 2^31-1 ms, so no budget may exceed it. */
-export const LARGEST_TIMER_MS = 2_147_483_647
 
 /**
  * Every setting of the service, read from the environment and validated here and nowhere else.
@@ -15,8 +13,8 @@ export const ConfigSchema = Type.Object({
     default: '',
     description: 'an http:// or https:// URL, or empty for the built-in simulator'
   }),
-  HEDGE_DELAY_MS: Type.Integer({ minimum: 0, maximum: LARGEST_TIMER_MS, default: 300 }),
-  HEDGE_REQUESTS: Type.Integer({ minimum: 0, maximum: 10, default: 2 }),
+  HEDGE_DELAY_MS: Type.Integer({ minimum: 0, maximum: LARGEST_TIMER_MS, default: REFERENCE_HEDGE_DELAY_MS }),
+  HEDGE_REQUESTS: Type.Integer({ minimum: 0, maximum: 10, default: REFERENCE_HEDGE_REQUESTS }),
   // Hedge budget (off with 0): a bucket of this many tokens; failed attempts drain it, and hedges
   // fire only while it is more than half full, so a down upstream does not get 1 + HEDGE_REQUESTS times the load.
   HEDGE_BUDGET_TOKENS: Type.Integer({ minimum: 0, maximum: 100000, default: 0 }),

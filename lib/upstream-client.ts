@@ -4,7 +4,7 @@ import { Agent as HttpsAgent } from 'node:https'
 import type { AttemptOutcome } from './call-engine.js'
 import { ignoreError, prepareOptions, resetAndDestroy } from './got-fast-path.js'
 import { WaitingLine } from './waiting-line.js'
-import { REQUEST_ID_HEADER } from '../plugins/request-id.js'
+import { REQUEST_ID_HEADER } from './constants.js'
 
 /** Why one upstream attempt did not produce a usable answer. */
 export type AttemptFailure =

@@ -1,8 +1,7 @@
 import fp from 'fastify-plugin'
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
-
-export const REQUEST_ID_HEADER = 'x-request-id'
+import { REQUEST_ID_HEADER } from '../lib/constants.js'
 
 /** Incoming ids are passed on to logs and the upstream, so only plain, short tokens are trusted. */
 const ACCEPTABLE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/

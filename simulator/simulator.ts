@@ -8,6 +8,7 @@
  */
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { LARGEST_TIMER_MS } from '../lib/constants.js'
 
 export interface SimulatorProfile {
   minDelayMs: number
@@ -34,9 +35,6 @@ export const DEFAULT_SEED = 42
 
 /** mulberry32 works on 32-bit state, so larger seeds would silently alias smaller ones. */
 export const LARGEST_SEED = 0xFFFF_FFFF
-
-/** Node fires longer timers at once, which would turn a huge delay into none. */
-const LARGEST_TIMER_MS = 2_147_483_647
 
 /** Lets shares such as 0.1 + 0.2 + 0.7 add up to 1 despite floating-point rounding. */
 const SHARE_TOLERANCE = 1e-9
