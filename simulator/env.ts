@@ -5,12 +5,13 @@
  */
 import { Type } from '@sinclair/typebox'
 import { readEnvironment } from '../lib/environment.js'
-import { DEFAULT_SEED, LARGEST_SEED } from './simulator.js'
+import { DEFAULT_SEED, LARGEST_SEED, SIMULATOR_PROFILES, type SimulatorProfileName } from './simulator.js'
 
 export interface SimulatorSettings {
   host: string
   port: number
   seed: number
+  profile: SimulatorProfileName
 }
 
 export const DEFAULT_SIMULATOR_HOST = '127.0.0.1'
@@ -23,7 +24,11 @@ export const SimulatorEnvSchema = Type.Object({
     description: 'a host name or IP address without spaces'
   }),
   SIMULATOR_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: DEFAULT_SIMULATOR_PORT }),
-  SIMULATOR_SEED: Type.Integer({ minimum: 0, maximum: LARGEST_SEED, default: DEFAULT_SEED })
+  SIMULATOR_SEED: Type.Integer({ minimum: 0, maximum: LARGEST_SEED, default: DEFAULT_SEED }),
+  SIMULATOR_PROFILE: Type.Union(
+    Object.keys(SIMULATOR_PROFILES).map((name) => Type.Literal(name as SimulatorProfileName)),
+    { default: 'exponea' }
+  )
 })
 
 /**
@@ -32,5 +37,5 @@ export const SimulatorEnvSchema = Type.Object({
  */
 export function parseSimulatorEnv (env: Record<string, string | undefined>): SimulatorSettings {
   const settings = readEnvironment(SimulatorEnvSchema, env, { emptyMeansUnset: true })
-  return { host: settings.SIMULATOR_HOST, port: settings.SIMULATOR_PORT, seed: settings.SIMULATOR_SEED }
+  return { host: settings.SIMULATOR_HOST, port: settings.SIMULATOR_PORT, seed: settings.SIMULATOR_SEED, profile: settings.SIMULATOR_PROFILE }
 }

@@ -5,6 +5,9 @@
  * The randomness comes from a seeded PRNG, and every work request draws its whole fate the moment it arrives,
  * so the N-th request always gets the same outcome and delay for a given seed, however the answers interleave.
  * `GET /health` draws nothing, so container health checks do not shift that sequence.
+ *
+ * It speaks the deadline protocol (SPEC §2): a work request that carries `x-timeout-ms` is never worked on past it.
+ * If its answer would come later (or never), the simulator gives up at that time with a 504 and says so in its log.
  */
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -19,6 +22,11 @@ export interface SimulatorProfile {
   invalidJsonRate: number
   /** Share of work requests never answered. */
   hangRate: number
+  /**
+   * Work requests in progress at once; one that arrives beyond it is answered 503 with `Retry-After: 1` at once, as
+   * an overloaded server sheds load. Unlimited when absent.
+   */
+  capacity?: number
 }
 
 /** The upstream as SPEC §1 describes it. */
@@ -29,6 +37,15 @@ export const DEFAULT_PROFILE: SimulatorProfile = Object.freeze({
   invalidJsonRate: 0.1,
   hangRate: 0.05
 })
+
+/** The profiles SIMULATOR_PROFILE names: the upstream of SPEC §1, slower, faster, and overloaded. */
+export const SIMULATOR_PROFILES = Object.freeze({
+  exponea: DEFAULT_PROFILE,
+  slow: Object.freeze({ ...DEFAULT_PROFILE, minDelayMs: 200, maxDelayMs: 1200 }),
+  fast: Object.freeze({ ...DEFAULT_PROFILE, minDelayMs: 20, maxDelayMs: 120 }),
+  overloaded: Object.freeze({ ...DEFAULT_PROFILE, capacity: 32 })
+})
+export type SimulatorProfileName = keyof typeof SIMULATOR_PROFILES
 
 /** Used when no seed is given, so that two runs without options behave the same. */
 export const DEFAULT_SEED = 42
@@ -44,6 +61,8 @@ export interface SimulatorOptions {
   host?: string
   port?: number
   profile?: Partial<SimulatorProfile>
+  /** Where the simulator reports work it gave up at a caller's deadline, one line each (nowhere by default). */
+  log?: (line: string) => void
 }
 
 export interface RunningSimulator {
@@ -93,6 +112,10 @@ function resolveProfile (overrides: Partial<SimulatorProfile>): SimulatorProfile
   assertShare('errorRate', profile.errorRate)
   assertShare('invalidJsonRate', profile.invalidJsonRate)
   assertShare('hangRate', profile.hangRate)
+  const { capacity } = profile
+  if (capacity !== undefined && !(Number.isInteger(capacity) && capacity >= 0)) {
+    throw new RangeError(`simulator profile: capacity must be a non-negative integer, got ${capacity}`)
+  }
   const failureShare = profile.errorRate + profile.invalidJsonRate + profile.hangRate
   if (failureShare > 1 + SHARE_TOLERANCE) {
     throw new RangeError(`simulator profile: errorRate + invalidJsonRate + hangRate must not exceed 1, got ${failureShare}`)
@@ -164,8 +187,29 @@ function isHealthCheck (request: IncomingMessage): boolean {
   return path === '/health'
 }
 
-/** Builds the request handler; it keeps every timer it has scheduled and not yet fired in `pendingTimers`, for close(). */
-function createHandler (planNext: () => PlannedAnswer, pendingTimers: Set<NodeJS.Timeout>): RequestListener {
+/** The caller's deadline (SPEC §2's deadline protocol), in ms from now; undefined when it sent none readable. */
+function callerDeadlineMs (request: IncomingMessage): number | undefined {
+  const header = request.headers['x-timeout-ms']
+  return typeof header === 'string' && /^[0-9]+$/.test(header) ? Number(header) : undefined
+}
+
+/** Answers at the caller's deadline instead of working past it. */
+function giveUp (request: IncomingMessage, response: ServerResponse, timeoutMs: number, log: (line: string) => void): void {
+  const { 'x-request-id': requestId = '-', 'x-attempt': attempt = '-' } = request.headers
+  log(`gave up at the caller's deadline: x-timeout-ms ${timeoutMs}, x-request-id ${String(requestId)}, x-attempt ${String(attempt)}`)
+  sendJson(response, 504, { error: 'Gateway Timeout', message: `gave up at the caller's deadline (x-timeout-ms ${timeoutMs})` })
+}
+
+interface HandlerOptions {
+  planNext: () => PlannedAnswer
+  /** Every timer scheduled and not yet fired, for close(). */
+  pendingTimers: Set<NodeJS.Timeout>
+  capacity: number
+  log: (line: string) => void
+}
+
+function createHandler ({ planNext, pendingTimers, capacity, log }: HandlerOptions): RequestListener {
+  let inProgress = 0
   return (request, response) => {
     if (request.method !== 'GET') {
       response.setHeader('allow', 'GET')
@@ -177,17 +221,28 @@ function createHandler (planNext: () => PlannedAnswer, pendingTimers: Set<NodeJS
       return
     }
     const planned = planNext()
-    // A hanging request holds its socket open until the client leaves or close() destroys it.
-    if (planned.outcome === 'hang') return
-    const timer = setTimeout(() => {
-      pendingTimers.delete(timer)
-      answer(response, planned)
-    }, planned.delayMs)
-    pendingTimers.add(timer)
+    if (inProgress >= capacity) {
+      response.setHeader('retry-after', '1')
+      sendJson(response, 503, { error: 'Service Unavailable', message: `simulated overload: more than ${capacity} requests in progress` })
+      return
+    }
+    inProgress++
+    const deadlineMs = callerDeadlineMs(request)
+    const givesUp = deadlineMs !== undefined && (planned.outcome === 'hang' || planned.delayMs > deadlineMs)
+    // Without a deadline, a hanging request holds its socket open until the client leaves or close() destroys it.
+    const timer = planned.outcome === 'hang' && !givesUp
+      ? undefined
+      : setTimeout(() => {
+        pendingTimers.delete(timer as NodeJS.Timeout)
+        if (givesUp) giveUp(request, response, deadlineMs, log)
+        else answer(response, planned)
+      }, givesUp ? deadlineMs : planned.delayMs)
+    if (timer !== undefined) pendingTimers.add(timer)
     // 'close' also fires when the client goes away first: nothing should keep working for a gone client.
     response.once('close', () => {
+      inProgress--
       clearTimeout(timer)
-      pendingTimers.delete(timer)
+      if (timer !== undefined) pendingTimers.delete(timer)
     })
   }
 }
@@ -225,7 +280,12 @@ export async function startSimulator (options: SimulatorOptions = {}): Promise<R
   const seed = resolveSeed(options.seed ?? DEFAULT_SEED)
   const profile = resolveProfile(options.profile ?? {})
   const pendingTimers = new Set<NodeJS.Timeout>()
-  const server = createServer(createHandler(createPlanner(seed, profile), pendingTimers))
+  const server = createServer(createHandler({
+    planNext: createPlanner(seed, profile),
+    pendingTimers,
+    capacity: profile.capacity ?? Number.POSITIVE_INFINITY,
+    log: options.log ?? (() => {})
+  }))
   const address = await listen(server, options.port ?? 0, options.host ?? '127.0.0.1')
   return { url: urlOf(address), close: createCloser(server, pendingTimers) }
 }

@@ -13,18 +13,19 @@ const CHILD_START_TIMEOUT_MS = 20_000
 
 t.test('parseSimulatorEnv', async (t) => {
   t.test('defaults when nothing, or an empty value, is set', async (t) => {
-    const defaults = { host: DEFAULT_SIMULATOR_HOST, port: DEFAULT_SIMULATOR_PORT, seed: DEFAULT_SEED }
+    const defaults = { host: DEFAULT_SIMULATOR_HOST, port: DEFAULT_SIMULATOR_PORT, seed: DEFAULT_SEED, profile: 'exponea' }
     t.same(parseSimulatorEnv({}), defaults)
-    t.same(parseSimulatorEnv({ SIMULATOR_HOST: '', SIMULATOR_PORT: '', SIMULATOR_SEED: '' }), defaults)
-    t.same(defaults, { host: '127.0.0.1', port: 8081, seed: DEFAULT_SEED })
+    t.same(parseSimulatorEnv({ SIMULATOR_HOST: '', SIMULATOR_PORT: '', SIMULATOR_SEED: '', SIMULATOR_PROFILE: '' }), defaults)
+    t.same(defaults, { host: '127.0.0.1', port: 8081, seed: DEFAULT_SEED, profile: 'exponea' })
   })
 
   t.test('reads every variable', async (t) => {
     t.same(
-      parseSimulatorEnv({ SIMULATOR_HOST: '0.0.0.0', SIMULATOR_PORT: '9000', SIMULATOR_SEED: '4294967295' }),
-      { host: '0.0.0.0', port: 9000, seed: 4294967295 }
+      parseSimulatorEnv({ SIMULATOR_HOST: '0.0.0.0', SIMULATOR_PORT: '9000', SIMULATOR_SEED: '4294967295', SIMULATOR_PROFILE: 'slow' }),
+      { host: '0.0.0.0', port: 9000, seed: 4294967295, profile: 'slow' }
     )
-    t.same(parseSimulatorEnv({ SIMULATOR_PORT: '0', SIMULATOR_SEED: '0' }), { host: '127.0.0.1', port: 0, seed: 0 })
+    t.same(parseSimulatorEnv({ SIMULATOR_PORT: '0', SIMULATOR_SEED: '0' }), { host: '127.0.0.1', port: 0, seed: 0, profile: 'exponea' })
+    for (const profile of ['exponea', 'slow', 'fast', 'overloaded']) t.equal(parseSimulatorEnv({ SIMULATOR_PROFILE: profile }).profile, profile)
   })
 
   t.test('refuses invalid values with a message naming the variable and the value', async (t) => {
@@ -39,7 +40,8 @@ t.test('parseSimulatorEnv', async (t) => {
       ['SIMULATOR_SEED', '-1'],
       ['SIMULATOR_SEED', '4294967296'],
       ['SIMULATOR_SEED', '1e3'],
-      ['SIMULATOR_HOST', 'local host']
+      ['SIMULATOR_HOST', 'local host'],
+      ['SIMULATOR_PROFILE', 'sluggish']
     ]
     for (const [name, value] of invalid) {
       t.throws(
@@ -120,7 +122,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     const child = spawnMain({ SIMULATOR_HOST: '127.0.0.1', SIMULATOR_PORT: '0', SIMULATOR_SEED: '42' })
     t.teardown(() => { child.process.kill('SIGKILL') })
     const line = await child.firstLine
-    const match = /^simulator listening on (http:\/\/127\.0\.0\.1:\d+\/) \(seed 42\)$/.exec(line)
+    const match = /^simulator listening on (http:\/\/127\.0\.0\.1:\d+\/) \(seed 42, profile exponea\)$/.exec(line)
     t.ok(match, `listening line: ${line}`)
     const url = (match as RegExpExecArray)[1] as string
 
@@ -143,6 +145,21 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     t.ok(performance.now() - stopping < 5000, 'it stops promptly')
   })
 }
+
+t.test('SIMULATOR_PROFILE picks the profile; work given up at a caller\'s deadline is logged on stdout', async (t) => {
+  const child = spawnMain({ SIMULATOR_PORT: '0', SIMULATOR_PROFILE: 'slow' })
+  t.teardown(() => { child.process.kill('SIGKILL') })
+  const line = await child.firstLine
+  const match = /^simulator listening on (http:\/\/127\.0\.0\.1:\d+\/) \(seed 42, profile slow\)$/.exec(line)
+  t.ok(match, `listening line: ${line}`)
+  // The slow profile's shortest delay is 200 ms: a 5 ms deadline is always given up.
+  const work = await fetch((match as RegExpExecArray)[1] as string, { headers: { 'x-timeout-ms': '5', 'x-request-id': 'r-1', 'x-attempt': '1' } })
+  t.equal(work.status, 504)
+  child.process.kill('SIGTERM')
+  const exit = await child.exit
+  t.equal(exit.code, 0)
+  t.match(exit.stdout, "\ngave up at the caller's deadline: x-timeout-ms 5, x-request-id r-1, x-attempt 1\n")
+})
 
 t.test('SIMULATOR_PORT=abc: a message naming the variable on stderr, exit code 1', async (t) => {
   const child = spawnMain({ SIMULATOR_PORT: 'abc' })
