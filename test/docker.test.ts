@@ -251,7 +251,7 @@ t.test('the image\'s exact commands work outside Docker', async (t) => {
     containerEnv(image.env, simulatorEnv, { SIMULATOR_HOST: '127.0.0.1', SIMULATOR_PORT: '0' })
   )
   t.teardown(() => { simulator.child.kill('SIGKILL') })
-  const listening = await waitForLine(simulator, /simulator listening on (http:\/\/127\.0\.0\.1:(\d+)\/) \(seed (\d+)\)\n/)
+  const listening = await waitForLine(simulator, /simulator listening on (http:\/\/127\.0\.0\.1:(\d+)\/) \(seed (\d+), profile [^)]+\)\n/)
   const [simulatorUrl, simulatorPort, seed] = listening.slice(1) as [string, string, string]
   t.equal(seed, simulatorEnv.SIMULATOR_SEED, 'the compose seed is used')
 
