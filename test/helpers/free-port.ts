@@ -1,5 +1,16 @@
 import { once } from 'node:events'
-import { createServer } from 'node:net'
+import { createServer, type AddressInfo } from 'node:net'
+
+/** A port that was free a moment ago: good enough on a loopback interface nobody else is racing for. */
+export async function freePort (): Promise<number> {
+  const server = createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as AddressInfo
+  server.close()
+  await once(server, 'close')
+  return port
+}
 
 /**
  * A port that is free now and stays free while an instance restarts on it. It is picked below Linux's

@@ -1,27 +1,35 @@
 import { connect, type Socket } from 'node:net'
 import { once } from 'node:events'
 
+/** A response as it came over the wire: header names in lower case, a repeated header's values joined with ", ". */
 export interface RawResponse { status: number, headers: Record<string, string>, body: string }
 
+const HEAD_END = Buffer.from('\r\n\r\n')
+
 /**
- * Splits raw HTTP/1.1 responses read from one keep-alive socket (bodies have a Content-Length); a response not
- * complete yet is left out.
+ * Splits the raw HTTP/1.1 responses read from one connection. A response is complete once the bytes its
+ * Content-Length declares are in or, without one, once the connection has `closed`; one not complete yet is left out.
  */
-export function parseResponses (raw: string): RawResponse[] {
-  const responses = []
+export function parseResponses (raw: Buffer, closed = false): RawResponse[] {
+  const responses: RawResponse[] = []
   let rest = raw
-  while (rest.startsWith('HTTP/1.1')) {
-    const headEnd = rest.indexOf('\r\n\r\n')
+  while (rest.subarray(0, 8).toString('latin1') === 'HTTP/1.1') {
+    const headEnd = rest.indexOf(HEAD_END)
     if (headEnd < 0) break
-    const [statusLine = '', ...headerLines] = rest.slice(0, headEnd).split('\r\n')
-    const headers = Object.fromEntries(headerLines.map((line) => {
+    const [statusLine = '', ...headerLines] = rest.subarray(0, headEnd).toString('latin1').split('\r\n')
+    const headers: Record<string, string> = {}
+    for (const line of headerLines) {
       const colon = line.indexOf(':')
-      return [line.slice(0, colon).toLowerCase(), line.slice(colon + 1).trim()]
-    }))
-    const length = Number(headers['content-length'])
-    if (rest.length < headEnd + 4 + length) break
-    responses.push({ status: Number(statusLine.split(' ')[1]), headers, body: rest.slice(headEnd + 4, headEnd + 4 + length) })
-    rest = rest.slice(headEnd + 4 + length)
+      const name = line.slice(0, colon).toLowerCase()
+      const value = line.slice(colon + 1).trim()
+      headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`
+    }
+    const bodyStart = headEnd + HEAD_END.length
+    const declared = headers['content-length']
+    const bodyEnd = declared === undefined ? (closed ? rest.length : Infinity) : bodyStart + Number(declared)
+    if (rest.length < bodyEnd) break
+    responses.push({ status: Number(statusLine.split(' ')[1]), headers, body: rest.subarray(bodyStart, bodyEnd).toString('utf8') })
+    rest = rest.subarray(bodyEnd)
   }
   return responses
 }
@@ -32,9 +40,11 @@ export interface RawConnection {
   get (path: string): void
   /** The complete responses received so far. */
   received (): RawResponse[]
+  /** Every byte received so far, one character each (latin1). */
+  raw (): string
   /** Socket errors (a reset shows up here as ECONNRESET). */
   errors: Error[]
-  /** Resolves when the server (or the test) closes the connection, with the responses received. */
+  /** Resolves when the server (or the test) closes the connection, with the responses received; never rejects. */
   responses: Promise<RawResponse[]>
   /** performance.now() when the connection closed, once it has. */
   closedAt (): number | undefined
@@ -43,20 +53,23 @@ export interface RawConnection {
 export async function openConnection (baseUrl: string): Promise<RawConnection> {
   const socket = connect(Number(new URL(baseUrl).port), '127.0.0.1')
   await once(socket, 'connect')
-  let raw = ''
+  let raw = Buffer.alloc(0)
   let closedAt: number | undefined
   const errors: Error[] = []
-  socket.setEncoding('utf8')
-  socket.on('data', (chunk: string) => { raw += chunk })
+  socket.on('data', (chunk: Buffer) => { raw = Buffer.concat([raw, chunk]) })
   socket.on('error', (error) => errors.push(error))
-  const responses = once(socket, 'close').then(() => {
-    closedAt = performance.now()
-    return parseResponses(raw)
+  // Not once(socket, 'close'): that rejects on a socket error, which is recorded in `errors` instead.
+  const responses = new Promise<RawResponse[]>((resolve) => {
+    socket.once('close', () => {
+      closedAt = performance.now()
+      resolve(parseResponses(raw, true))
+    })
   })
   return {
     socket,
     get: (path) => socket.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\n\r\n`),
     received: () => parseResponses(raw),
+    raw: () => raw.toString('latin1'),
     errors,
     responses,
     closedAt: () => closedAt

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { once } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { gzipSync } from 'node:zlib'
 
 /** What the scripted upstream does with one request. */
@@ -48,8 +49,6 @@ export interface ScriptedUpstream {
   openSockets (): number
   close (): Promise<void>
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 /** How long allClosed waits by default: longer than any deadline a test gives the service. */
 const ALL_CLOSED_LIMIT_MS = 15_000

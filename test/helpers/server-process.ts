@@ -1,6 +1,7 @@
 import type { Test } from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
+import { eventually } from './eventually.js'
 
 export interface ServerProcess {
   child: ChildProcess
@@ -25,13 +26,14 @@ export function runServer (environment: Record<string, string>, extraNodeArgs: s
   return { child, output: () => output, exited }
 }
 
-export async function listeningUrl (t: Test, server: ServerProcess): Promise<string> {
-  const deadline = Date.now() + 20_000
-  while (Date.now() < deadline) {
-    const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(server.output())
-    if (match?.[1] !== undefined) return match[1]
-    await new Promise((resolve) => setTimeout(resolve, 50))
+/** The URL the server logs it listens at, once it has; fails the test, with the server's output, after 20 s. */
+export async function listeningUrl (t: Test, server: Pick<ServerProcess, 'output'>): Promise<string> {
+  const url = (): string | undefined => /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(server.output())?.[1]
+  try {
+    await eventually(() => url() !== undefined, 20_000, 50)
+  } catch {
+    t.fail(`server did not start:\n${server.output()}`)
+    throw new Error('server did not start')
   }
-  t.fail(`server did not start:\n${server.output()}`)
-  throw new Error('server did not start')
+  return url() as string
 }

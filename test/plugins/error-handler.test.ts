@@ -1,9 +1,8 @@
 import t from 'tap'
-import { connect, type Socket } from 'node:net'
-import { once } from 'node:events'
+import type { Socket } from 'node:net'
 import { REQUEST_RECEIVE_TIMEOUT_MS } from '../../app.js'
-import { parseResponses, type RawResponse } from '../helpers/raw-http.js'
-import { call, startService } from '../helpers/service.js'
+import { openConnection, type RawResponse } from '../helpers/raw-http.js'
+import { call, withService } from '../helpers/service.js'
 
 /** Node checks the receive timeouts once a second (the server's connectionsCheckingInterval). */
 const CHECKING_INTERVAL_MS = 1000
@@ -11,21 +10,16 @@ const CHECKING_INTERVAL_MS = 1000
 /** Writes `data` on a new connection, then reads until the server closes it. */
 async function exchange (url: string, data: string, after?: (socket: Socket) => void):
 Promise<{ answers: RawResponse[], raw: string, elapsedMs: number }> {
-  const socket = connect(Number(new URL(url).port), '127.0.0.1')
-  await once(socket, 'connect')
+  const connection = await openConnection(url)
   const startedAt = performance.now()
-  let raw = ''
-  socket.setEncoding('utf8')
-  socket.on('data', (chunk: string) => { raw += chunk })
-  socket.write(data)
-  after?.(socket)
-  await once(socket, 'close')
-  return { answers: parseResponses(raw), raw, elapsedMs: performance.now() - startedAt }
+  connection.socket.write(data)
+  after?.(connection.socket)
+  const answers = await connection.responses
+  return { answers, raw: connection.raw(), elapsedMs: performance.now() - startedAt }
 }
 
 t.test('requests Node cannot parse get the JSON error shape, and the connection closes', async (t) => {
-  const service = await startService()
-  t.teardown(() => service.app.close())
+  const { service } = await withService(t)
 
   await t.test('a malformed request line: 400 naming the parser error', async (t) => {
     const { answers } = await exchange(service.url, 'GARBAGE\r\n\r\n')
