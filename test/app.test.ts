@@ -1,9 +1,8 @@
 import t from 'tap'
-import { call, startService } from './helpers/service.js'
+import { call, withService } from './helpers/service.js'
 
 t.test('without UPSTREAM_URL the service calls its built-in simulator', async (t) => {
-  const service = await startService({})
-  t.teardown(() => service.app.close())
+  const { service } = await withService(t)
   t.match(service.app.upstream.url, /^http:\/\/127\.0\.0\.1:\d+\/$/)
   const statuses: number[] = []
   for (let i = 0; i < 6; i++) {
@@ -16,8 +15,7 @@ t.test('without UPSTREAM_URL the service calls its built-in simulator', async (t
 })
 
 t.test('GET /health answers 200', async (t) => {
-  const service = await startService({ UPSTREAM_URL: 'http://127.0.0.1:9/' })
-  t.teardown(() => service.app.close())
+  const { service } = await withService(t, { env: { UPSTREAM_URL: 'http://127.0.0.1:9/' } })
   const answer = await call(`${service.url}/health`)
   t.equal(answer.status, 200)
   t.same(answer.json, { status: 'ok' })

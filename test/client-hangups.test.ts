@@ -1,11 +1,9 @@
 import t from 'tap'
-import { connect } from 'node:net'
-import { once } from 'node:events'
-import { startScriptedUpstream } from './helpers/scripted-upstream.js'
-import { call, startService } from './helpers/service.js'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { eventually } from './helpers/eventually.js'
 import { sample } from './helpers/prometheus.js'
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+import { openConnection } from './helpers/raw-http.js'
+import { call, withService } from './helpers/service.js'
 
 /** When the client hangs up, relative to the hedge (300 ms after attempt 1). */
 const PHASES = [
@@ -16,19 +14,13 @@ const PHASES = [
 
 for (const phase of PHASES) {
   t.test(`a client hanging up ${phase.name}: every attempt closed within 50 ms, nothing claims success`, async (t) => {
-    const upstream = await startScriptedUpstream(() => ({ kind: 'hang' }))
-    const service = await startService({ UPSTREAM_URL: upstream.url, LOG_LEVEL: 'debug' })
-    t.teardown(async () => {
-      await service.app.close()
-      await upstream.close()
-    })
-    const socket = connect(Number(new URL(service.url).port), '127.0.0.1')
-    await once(socket, 'connect')
-    socket.write('GET /api/smart?timeout=5000 HTTP/1.1\r\nHost: localhost\r\n\r\n')
-    while (upstream.requests.length < phase.attemptsSeen) await sleep(5)
+    const { service, upstream } = await withService(t, { script: () => ({ kind: 'hang' }), env: { LOG_LEVEL: 'debug' } })
+    const client = await openConnection(service.url)
+    client.get('/api/smart?timeout=5000')
+    await eventually(() => upstream.requests.length >= phase.attemptsSeen, 5000)
     await sleep(phase.extraWaitMs)
     const hungUpAt = upstream.now()
-    socket.destroy()
+    client.socket.destroy()
     await upstream.allClosed()
 
     t.equal(upstream.requests.length, phase.attemptsSeen, 'no attempt started after the hang-up')

@@ -1,8 +1,7 @@
 import t from 'tap'
 import { existsSync } from 'node:fs'
 import { chromium } from 'playwright-core'
-import { startScriptedUpstream } from './helpers/scripted-upstream.js'
-import { startService } from './helpers/service.js'
+import { withService } from './helpers/service.js'
 
 /** Debian's Chromium; CI installs it with apt-get (see .ci/run). */
 const CHROMIUM = '/usr/bin/chromium'
@@ -16,10 +15,7 @@ const LAUNCH_TIMEOUT_MS = 30_000
 const skip = existsSync(CHROMIUM) ? false : `Chromium is not installed at ${CHROMIUM} (CI installs it with apt-get)`
 
 t.test('Swagger UI calls GET /api/smart and shows the answer', { skip, timeout: 60_000 }, async (t) => {
-  const upstream = await startScriptedUpstream(() => ({ kind: 'raw', body: '{"time": 42}' }))
-  t.teardown(() => upstream.close())
-  const service = await startService({ UPSTREAM_URL: upstream.url })
-  t.teardown(() => service.app.close())
+  const { service, upstream } = await withService(t, { script: () => ({ kind: 'raw', body: '{"time": 42}' }) })
   // A fresh temporary profile every launch; nothing of the machine's own Chromium settings is used.
   const browser = await chromium.launch({
     executablePath: CHROMIUM,

@@ -1,8 +1,8 @@
 import t, { type Test } from 'tap'
 import fc from 'fast-check'
-import { connect } from 'node:net'
-import { startScriptedUpstream, type ScriptedUpstream } from './helpers/scripted-upstream.js'
-import { call, startService, type RunningService } from './helpers/service.js'
+import { openConnection, type RawResponse } from './helpers/raw-http.js'
+import type { ScriptedUpstream } from './helpers/scripted-upstream.js'
+import { call, withService, type ServiceFixture } from './helpers/service.js'
 import { TIMEOUT_MESSAGES } from '../routes/api/schema.js'
 
 /**
@@ -29,11 +29,7 @@ const UPSTREAM_PATH = '/work'
 /** got's own headers, and the request id: nothing else may reach the upstream. */
 const UPSTREAM_HEADERS = ['accept-encoding', 'connection', 'host', 'user-agent', 'x-request-id']
 
-interface RawAnswer {
-  status: number
-  /** Header names in lower case; repeated headers joined with ", ". */
-  headers: Record<string, string>
-  body: string
+interface RawAnswer extends RawResponse {
   /** The body parsed as JSON, or undefined. */
   json: Record<string, unknown> | undefined
 }
@@ -47,80 +43,49 @@ function parseJson (text: string): Record<string, unknown> | undefined {
   }
 }
 
-/** Parses one HTTP/1.1 response from the start of `raw`; undefined while it is incomplete. */
-function parseAnswer (raw: Buffer, complete: boolean): RawAnswer | undefined {
-  const headEnd = raw.indexOf('\r\n\r\n')
-  if (headEnd < 0) return undefined
-  const [statusLine = '', ...lines] = raw.subarray(0, headEnd).toString('latin1').split('\r\n')
-  const headers: Record<string, string> = {}
-  for (const line of lines) {
-    const colon = line.indexOf(':')
-    const name = line.slice(0, colon).toLowerCase()
-    const value = line.slice(colon + 1).trim()
-    headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`
-  }
-  const rest = raw.subarray(headEnd + 4)
-  const length = headers['content-length'] === undefined ? undefined : Number(headers['content-length'])
-  if (length === undefined ? !complete : rest.length < length) return undefined
-  const body = rest.subarray(0, length).toString('utf8')
-  return { status: Number(statusLine.split(' ')[1]), headers, body, json: parseJson(body) }
-}
-
 /**
  * Sends `request` as it is, bytes and all, on a new connection, and reads the first response. Node's client
  * would refuse to send most of what the fuzzer makes, so this talks to the socket itself.
  */
-function rawRequest (port: number, request: Buffer): Promise<RawAnswer> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, '127.0.0.1')
-    let received = Buffer.alloc(0)
-    let settled = false
-    const finish = (answer: RawAnswer | undefined, error?: string): void => {
-      if (settled) return
-      settled = true
-      clearTimeout(timer)
-      socket.destroy()
-      if (answer !== undefined) resolve(answer)
-      else reject(new Error(`${error ?? 'no answer'}; received ${JSON.stringify(received.toString('latin1').slice(0, 300))}`))
-    }
-    const timer = setTimeout(() => finish(undefined, `no answer within ${ANSWER_LIMIT_MS} ms`), ANSWER_LIMIT_MS)
-    socket.on('data', (chunk: Buffer) => {
-      received = Buffer.concat([received, chunk])
-      const answer = parseAnswer(received, false)
-      if (answer !== undefined) finish(answer)
+async function rawRequest (url: string, request: Buffer): Promise<RawAnswer> {
+  const connection = await openConnection(url)
+  let timer: NodeJS.Timeout | undefined
+  const answer = await new Promise<RawResponse | 'late' | undefined>((resolve) => {
+    timer = setTimeout(() => resolve('late'), ANSWER_LIMIT_MS)
+    connection.socket.on('data', () => {
+      const [first] = connection.received()
+      if (first !== undefined) resolve(first)
     })
     // The server may hang up (even with a reset) while a request it refused is still being written;
     // the answer it sent first is what counts.
-    socket.on('error', () => finish(parseAnswer(received, true), 'connection failed'))
-    socket.on('close', () => finish(parseAnswer(received, true), 'connection closed'))
-    socket.write(request)
+    connection.responses.then(([first]) => resolve(first))
+    connection.socket.write(request)
   })
+  clearTimeout(timer)
+  connection.socket.destroy()
+  if (answer === 'late' || answer === undefined) {
+    const why = answer === 'late'
+      ? `no answer within ${ANSWER_LIMIT_MS} ms`
+      : connection.errors.length > 0 ? 'connection failed' : 'connection closed'
+    throw new Error(`${why}; received ${JSON.stringify(connection.raw().slice(0, 300))}`)
+  }
+  return { ...answer, json: parseJson(answer.body) }
 }
 
-interface Fixture {
-  upstream: ScriptedUpstream
-  service: RunningService
-  port: number
-}
-
-async function setup (t: Test): Promise<Fixture> {
-  const upstream = await startScriptedUpstream(() => ({ kind: 'json', body: { time: 1 } }))
-  const service = await startService({
-    UPSTREAM_URL: upstream.url,
-    MAX_TIMEOUT_MS: String(MAX_TIMEOUT_MS),
-    // The service shares this process with the fuzzer; a lag the fuzzer causes is not the service's
-    // overload, and shedding it would answer 503s that have nothing to do with the input.
-    OVERLOAD_MAX_WAIT_MS: '0',
-    // One attempt per request: a hedge sent before an answer may still reach the upstream after it (losers are
-    // aborted, not recalled), and would be counted against the next fuzzed request. On a busy machine the
-    // first attempt of a cold service can take the 300 ms that fire the hedges.
-    HEDGE_REQUESTS: '0'
+async function setup (t: Test): Promise<ServiceFixture<ScriptedUpstream>> {
+  return withService(t, {
+    script: () => ({ kind: 'json', body: { time: 1 } }),
+    env: {
+      MAX_TIMEOUT_MS: String(MAX_TIMEOUT_MS),
+      // The service shares this process with the fuzzer; a lag the fuzzer causes is not the service's
+      // overload, and shedding it would answer 503s that have nothing to do with the input.
+      OVERLOAD_MAX_WAIT_MS: '0',
+      // One attempt per request: a hedge sent before an answer may still reach the upstream after it (losers are
+      // aborted, not recalled), and would be counted against the next fuzzed request. On a busy machine the
+      // first attempt of a cold service can take the 300 ms that fire the hedges.
+      HEDGE_REQUESTS: '0'
+    }
   })
-  t.teardown(async () => {
-    await service.app.close()
-    await upstream.close()
-  })
-  return { upstream, service, port: Number(new URL(service.url).port) }
 }
 
 /** A GET of `target` (sent as it is) with `headers` (name, value; latin1 on the wire). */
@@ -154,7 +119,7 @@ function assertAnswer (answer: RawAnswer, context: string): void {
   if (problem !== undefined) throw new Error(`${context}: ${problem}`)
 }
 
-async function assertStillUp (t: Test, fixture: Fixture): Promise<void> {
+async function assertStillUp (t: Test, fixture: ServiceFixture<ScriptedUpstream>): Promise<void> {
   const answer = await call(`${fixture.service.url}/api/smart?timeout=1000`)
   t.equal(answer.status, 200, 'a normal request still gets 200 afterwards')
   t.same(answer.json, { success: true, response: { time: 1 } })
@@ -251,7 +216,7 @@ t.test('fuzzed query strings: only the allowed answers, and timeout validation e
   await fc.assert(fc.asyncProperty(queryParameters, async (query) => {
     const target = `/api/smart?${queryString(query)}`
     const before = fixture.upstream.requests.length
-    const answer = await rawRequest(fixture.port, getRequest(target))
+    const answer = await rawRequest(fixture.service.url, getRequest(target))
     assertAnswer(answer, target)
     const timeouts = query.parameters.filter((p) => p.name === 'timeout').map((p) => wellFormed(p.value))
     const [only] = timeouts
@@ -280,7 +245,7 @@ t.test('any single timeout: ^[0-9]+$ within 1..MAX is never 400, anything else i
   const fixture = await setup(t)
   await fc.assert(fc.asyncProperty(timeoutValue, async (value) => {
     const target = `/api/smart?timeout=${percentEncode(value)}`
-    const answer = await rawRequest(fixture.port, getRequest(target))
+    const answer = await rawRequest(fixture.service.url, getRequest(target))
     assertAnswer(answer, target)
     const decoded = wellFormed(value)
     const valid = /^[0-9]+$/.test(decoded) && BigInt(decoded) >= 1n && BigInt(decoded) <= BigInt(MAX_TIMEOUT_MS)
@@ -307,7 +272,7 @@ t.test('raw bytes in the request line: never a 500, the service stays up', async
   const fixture = await setup(t)
   const statuses = new Map<number, number>()
   await fc.assert(fc.asyncProperty(rawTargetBytes, async (bytes) => {
-    const answer = await rawRequest(fixture.port, getRequest(Buffer.concat([Buffer.from('/api/smart?'), bytes])))
+    const answer = await rawRequest(fixture.service.url, getRequest(Buffer.concat([Buffer.from('/api/smart?'), bytes])))
     assertAnswer(answer, `GET /api/smart?${JSON.stringify(bytes.toString('latin1'))}`)
     statuses.set(answer.status, (statuses.get(answer.status) ?? 0) + 1)
   }), { numRuns: 300 })
@@ -318,7 +283,7 @@ t.test('raw bytes in the request line: never a 500, the service stays up', async
 t.test('oversize and huge input: Node refuses what is over its limits, the service answers the rest', async (t) => {
   const fixture = await setup(t)
   const send = (target: string, headers: Array<[string, string]> = []): Promise<RawAnswer> =>
-    rawRequest(fixture.port, getRequest(target, headers))
+    rawRequest(fixture.service.url, getRequest(target, headers))
   const cases: Array<{ name: string, target: string, headers?: Array<[string, string]>, status: number[], message?: string }> = [
     { name: 'a 64 KiB query string', target: `/api/smart?pad=${'a'.repeat(64 * 1024)}`, status: [431, 400] },
     { name: 'a 64 KiB timeout', target: `/api/smart?timeout=${'9'.repeat(64 * 1024)}`, status: [431, 400] },
@@ -389,7 +354,7 @@ t.test('fuzzed headers: answered 200, the request id validated, and nothing else
   await fc.assert(fc.asyncProperty(fuzzedHeaders, async ({ headers, requestId, query }) => {
     const sent = requestId === undefined ? headers : [...headers, requestId]
     const before = fixture.upstream.requests.length
-    const answer = await rawRequest(fixture.port, getRequest(`/api/smart${query}`, sent))
+    const answer = await rawRequest(fixture.service.url, getRequest(`/api/smart${query}`, sent))
     const context = JSON.stringify(sent)
     assertAnswer(answer, context)
     if (answer.status !== 200) throw new Error(`${context}: status ${answer.status} ${answer.body}`)
@@ -427,7 +392,7 @@ t.test('raw bytes in the headers: 200, or a JSON 400/431 from the parser; never 
       headerBytes,
       Buffer.from('\r\n', 'latin1')
     ])
-    const answer = await rawRequest(fixture.port, request)
+    const answer = await rawRequest(fixture.service.url, request)
     const context = JSON.stringify(headerBytes.toString('latin1'))
     assertAnswer(answer, context)
     if (![200, 400, 431].includes(answer.status)) throw new Error(`${context}: status ${answer.status}`)
@@ -450,7 +415,7 @@ t.test('other methods answer JSON 405 whatever body they carry (SPEC §2)', asyn
     const bytes = Buffer.from(body, 'utf8')
     const request = Buffer.concat([Buffer.from(`${method} /api/smart HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n` +
       `Content-Type: ${contentType}\r\nContent-Length: ${bytes.length}\r\n\r\n`, 'latin1'), bytes])
-    const answer = await rawRequest(fixture.port, request)
+    const answer = await rawRequest(fixture.service.url, request)
     const context = `${method} with ${contentType} ${JSON.stringify(body.slice(0, 40))} (${bytes.length} bytes)`
     if (answer.status !== 405 || answer.json?.success !== false || answer.headers.allow !== 'GET, HEAD') {
       throw new Error(`${context}: answered ${answer.status} ${answer.body.slice(0, 200)}`)

@@ -1,6 +1,7 @@
 import t from 'tap'
-import { startScriptedUpstream } from './helpers/scripted-upstream.js'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { eventually } from './helpers/eventually.js'
+import { startScriptedUpstream } from './helpers/scripted-upstream.js'
 import { openConnection, type RawConnection } from './helpers/raw-http.js'
 import { call } from './helpers/service.js'
 import { listeningUrl, runServer } from './helpers/server-process.js'
@@ -52,9 +53,9 @@ t.test('without a drain, SIGTERM with a request in flight: it gets its 200, new 
   const server = runServer({ UPSTREAM_URL: upstream.url, HEDGE_REQUESTS: '0', LOG_LEVEL: 'info', SHUTDOWN_DRAIN_MS: '0' })
   const url = await listeningUrl(t, server)
   const inFlight = call(`${url}/api/smart?timeout=5000`)
-  while (upstream.requests.length === 0) await new Promise((resolve) => setTimeout(resolve, 10))
+  await eventually(() => upstream.requests.length > 0, 5000)
   server.child.kill('SIGTERM')
-  await new Promise((resolve) => setTimeout(resolve, 100))
+  await sleep(100)
   await t.rejects(call(`${url}/ready`), { code: 'ECONNREFUSED' }, 'no new connections once shutdown began')
   const answer = await inFlight
   t.equal(answer.status, 200)
@@ -68,7 +69,7 @@ t.test('requests still running SHUTDOWN_GRACE_MS after the drain are cut off and
   const server = runServer({ UPSTREAM_URL: upstream.url, SHUTDOWN_DRAIN_MS: '400', SHUTDOWN_GRACE_MS: '300', LOG_LEVEL: 'info' })
   const url = await listeningUrl(t, server)
   const inFlight = call(`${url}/api/smart?timeout=10000`).catch((error: Error) => error)
-  while (upstream.requests.length === 0) await new Promise((resolve) => setTimeout(resolve, 10))
+  await eventually(() => upstream.requests.length > 0, 5000)
   const signalledAt = performance.now()
   server.child.kill('SIGTERM')
   t.equal(await server.exited, 1)
@@ -83,9 +84,9 @@ t.test('a second signal ends the process at once, in the middle of the drain', a
   const server = runServer({ UPSTREAM_URL: upstream.url, LOG_LEVEL: 'info' })
   const url = await listeningUrl(t, server)
   const inFlight = call(`${url}/api/smart?timeout=10000`).catch((error: Error) => error)
-  while (upstream.requests.length === 0) await new Promise((resolve) => setTimeout(resolve, 10))
+  await eventually(() => upstream.requests.length > 0, 5000)
   server.child.kill('SIGTERM')
-  await new Promise((resolve) => setTimeout(resolve, 100))
+  await sleep(100)
   const secondSignalAt = performance.now()
   server.child.kill('SIGINT')
   t.equal(await server.exited, 1)
@@ -108,7 +109,7 @@ t.test('draining after SIGTERM: a request on an idle keep-alive connection, sent
   // Keep-alive connections as a load balancer's pool holds them: each has served a request and is idle.
   const idle: RawConnection[] = await Promise.all(moments.concat(-1).map(() => openConnection(url)))
   for (const connection of idle) connection.get('/health')
-  while (idle.some((connection) => connection.received().length === 0)) await sleep(10)
+  await eventually(() => idle.every((connection) => connection.received().length > 0), 10_000)
   const [neverUsed] = idle.splice(-1, 1) as [RawConnection]
 
   const signalledAt = performance.now()

@@ -1,5 +1,6 @@
 import t from 'tap'
 import { Agent } from 'node:http'
+import { eventually } from './helpers/eventually.js'
 import { startScriptedUpstream, type UpstreamBehaviour } from './helpers/scripted-upstream.js'
 import { call, type ClientAnswer } from './helpers/service.js'
 import { listeningUrl, runServer } from './helpers/server-process.js'
@@ -44,7 +45,7 @@ t.test('SIGTERM with 200 requests in flight: every one gets its proper answer an
   }
   // Every request has reached the handler once an attempt of it (known by its request id) reached the upstream.
   const requestsSeen = (): number => new Set(upstream.requests.map((request) => request.headers['x-request-id'])).size
-  while (requestsSeen() < 200) await new Promise((resolve) => setTimeout(resolve, 10))
+  await eventually(() => requestsSeen() >= 200, 30_000)
   server.child.kill('SIGTERM')
   t.equal(settled, 0, 'all 200 were in flight when SIGTERM came')
 

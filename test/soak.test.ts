@@ -4,6 +4,7 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { once } from 'node:events'
 import { spawn } from 'node:child_process'
 import { createRequire } from 'node:module'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { listeningUrl, runServer, type ServerProcess } from './helpers/server-process.js'
 
 /**
@@ -68,14 +69,14 @@ const MiB = 1024 * 1024
 /** Descriptors, RSS and live memory of the service once its idle connections have closed and a full GC ran. */
 async function settledResources (server: ServerProcess, pid: number): Promise<Resources> {
   // Idle keep-alive sockets between the service and its simulator close after 5 s of quiet.
-  await new Promise((resolve) => setTimeout(resolve, 6000))
+  await sleep(6000)
   server.child.send('gc')
   const [{ heapUsed, external }] = await once(server.child, 'message') as [NodeJS.MemoryUsage]
   // V8 hands freed pages back to the system from a background thread, after gc() has returned: RSS is read
   // for two seconds and its lowest value taken.
   let rssMiB = residentMiB(pid)
   for (let reading = 0; reading < 20; reading++) {
-    await new Promise((resolve) => setTimeout(resolve, 100))
+    await sleep(100)
     rssMiB = Math.min(rssMiB, residentMiB(pid))
   }
   return { fds: openDescriptors(pid), rssMiB, heapUsedMiB: heapUsed / MiB, externalMiB: external / MiB }

@@ -3,6 +3,7 @@ import { once } from 'node:events'
 import { createServer, connect, type Server, type Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ConnectionProbe } from '../../lib/connection-probe.js'
+import { eventually } from '../helpers/eventually.js'
 
 /** A TCP server that counts the connections handed to it and keeps them open until closed. */
 async function startServer (t: Test, host: string): Promise<{ server: Server, connections: Socket[] }> {
@@ -68,7 +69,7 @@ t.test('a probe the server drops at its connection limit ends its wait there', a
   const holder = connect((server.address() as { port: number }).port, '127.0.0.1')
   holder.on('error', () => {})
   t.teardown(() => holder.destroy())
-  while (connections.length === 0) await sleep(5)
+  await eventually(() => connections.length > 0, 5000)
   const probe = new ConnectionProbe(server)
   t.teardown(() => probe.stop())
   const wait = await probeOnce(probe)

@@ -10,6 +10,7 @@ import { Agent as HttpsAgent } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { nativeOptions, prepareOptions, resetAndDestroy } from '../../lib/got-fast-path.js'
+import { eventually } from '../helpers/eventually.js'
 
 interface Seen { headers: IncomingMessage['headers'], socket: Socket, closedBy?: 'reset' | 'end' }
 
@@ -73,12 +74,12 @@ t.test('resetAndDestroy resets the connection (the upstream sees ECONNRESET) and
   const { url, agent, seen } = await upstream(t, false)
   const stream = got(undefined, undefined, new Options(undefined, undefined, prepareOptions(url, agent))) as Request
   const [clientRequest] = await once(stream, 'request') as [ClientRequest]
-  while (seen.length === 0) await sleep(5)
+  await eventually(() => seen.length > 0, 5000)
   t.ok(stream.socket !== undefined, 'got exposes the socket of the request')
   const errors: Error[] = []
   stream.on('error', (error) => errors.push(error))
   resetAndDestroy(stream, clientRequest)
-  while (seen[0]?.closedBy === undefined) await sleep(5)
+  await eventually(() => seen[0]?.closedBy !== undefined, 5000)
   t.equal(seen[0]?.closedBy, 'reset', 'a reset (RST), not an orderly close (FIN)')
   t.equal(stream.destroyed, true)
   await sleep(20)

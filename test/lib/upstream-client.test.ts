@@ -1,4 +1,5 @@
 import t, { type Test } from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { createUpstreamClient } from '../../lib/upstream-client.js'
 import { startScriptedUpstream, type UpstreamBehaviour } from '../helpers/scripted-upstream.js'
 
@@ -88,7 +89,7 @@ t.test('a successful attempt leaves its keep-alive socket open for the next one'
   t.match(await client.attempt(signal, 1000, 'test-request-id'), { ok: true })
   t.equal(upstream.openSockets(), 1, 'both attempts used one pooled connection')
   client.close()
-  await new Promise((resolve) => setTimeout(resolve, 20))
+  await sleep(20)
   t.equal(upstream.openSockets(), 0, 'close() releases the pool')
 })
 
@@ -102,7 +103,7 @@ t.test('beyond maxSockets, attempts wait for a free connection instead of openin
     client.attempt(second.signal, 5000, 'two'),
     client.attempt(new AbortController().signal, 5000, 'three')
   ]
-  await new Promise((resolve) => setTimeout(resolve, 100))
+  await sleep(100)
   t.equal(upstream.requests.length, 2, 'the third attempt waits: only two requests reached the upstream')
   t.equal(upstream.openSockets(), 2)
 
@@ -120,12 +121,12 @@ t.test('an attempt aborted while it waits for a connection never reaches the ups
   const holding = client.attempt(holder.signal, 5000, 'holder')
   const waiter = new AbortController()
   const waiting = client.attempt(waiter.signal, 5000, 'waiter')
-  await new Promise((resolve) => setTimeout(resolve, 50))
+  await sleep(50)
   waiter.abort('deadline')
   t.same(await waiting, { ok: false, reason: 'aborted', detail: 'deadline' })
   holder.abort('deadline')
   await holding
-  await new Promise((resolve) => setTimeout(resolve, 50))
+  await sleep(50)
   t.equal(upstream.requests.length, 1, 'only the attempt that held the connection was sent')
 })
 
@@ -161,7 +162,7 @@ t.test('a freed connection goes to the newest waiting attempt, which has the mos
   const { client, upstream } = await clientAgainst(t, (n) => n === 1 ? { kind: 'hang' } : { kind: 'json', body: { n } }, { maxSockets: 1 })
   const holder = new AbortController()
   const holding = client.attempt(holder.signal, 5000, 'holder')
-  await new Promise((resolve) => setTimeout(resolve, 50)) // the holder reached the upstream
+  await sleep(50) // the holder reached the upstream
   const signal = new AbortController().signal
   const older = client.attempt(signal, 5000, 'older')
   const middle = new AbortController()

@@ -1,23 +1,21 @@
 import t from 'tap'
 import { sample } from '../helpers/prometheus.js'
-import { startScriptedUpstream, type UpstreamBehaviour } from '../helpers/scripted-upstream.js'
-import { call, startService } from '../helpers/service.js'
+import type { UpstreamBehaviour } from '../helpers/scripted-upstream.js'
+import { call, withService } from '../helpers/service.js'
 
 t.test('with the budget on and the upstream down, only the budgeted hedges are sent; hedging returns with the upstream', async (t) => {
   let phase: 'down' | 'up' | 'slow-first' = 'down'
   let slowFirstSent = false
-  const upstream = await startScriptedUpstream((): UpstreamBehaviour => {
-    if (phase === 'down') return { kind: 'json', status: 503 }
-    if (phase === 'slow-first' && !slowFirstSent) {
-      slowFirstSent = true
-      return { kind: 'json', body: { time: 600 }, delayMs: 600 }
-    }
-    return { kind: 'json', body: { time: 1 } }
-  })
-  const service = await startService({ UPSTREAM_URL: upstream.url, HEDGE_BUDGET_TOKENS: '10', HEDGE_BUDGET_TOKEN_RATIO: '1' })
-  t.teardown(async () => {
-    await service.app.close()
-    await upstream.close()
+  const { service, upstream } = await withService(t, {
+    script: (): UpstreamBehaviour => {
+      if (phase === 'down') return { kind: 'json', status: 503 }
+      if (phase === 'slow-first' && !slowFirstSent) {
+        slowFirstSent = true
+        return { kind: 'json', body: { time: 600 }, delayMs: 600 }
+      }
+      return { kind: 'json', body: { time: 1 } }
+    },
+    env: { HEDGE_BUDGET_TOKENS: '10', HEDGE_BUDGET_TOKEN_RATIO: '1' }
   })
 
   for (let i = 0; i < 20; i++) t.equal((await call(`${service.url}/api/smart?timeout=1000`)).status, 502)
@@ -39,12 +37,7 @@ t.test('with the budget on and the upstream down, only the budgeted hedges are s
 })
 
 t.test('the budget is off by default: a down upstream gets every hedge', async (t) => {
-  const upstream = await startScriptedUpstream(() => ({ kind: 'json', status: 503 }))
-  const service = await startService({ UPSTREAM_URL: upstream.url })
-  t.teardown(async () => {
-    await service.app.close()
-    await upstream.close()
-  })
+  const { service, upstream } = await withService(t, { script: () => ({ kind: 'json', status: 503 }) })
   for (let i = 0; i < 5; i++) await call(`${service.url}/api/smart?timeout=1000`)
   t.equal(upstream.requests.length, 15)
 })

@@ -1,11 +1,11 @@
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
 import { Agent } from 'node:http'
-import { connect } from 'node:net'
 import { once } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { eventually } from '../helpers/eventually.js'
 import { openConnection } from '../helpers/raw-http.js'
-import { startScriptedUpstream } from '../helpers/scripted-upstream.js'
-import { call, startService, type ClientAnswer } from '../helpers/service.js'
+import { call, withService, type ClientAnswer } from '../helpers/service.js'
 import { sample } from '../helpers/prometheus.js'
 
 /** Keeps this process's event loop busy, as a flood of requests would. */
@@ -19,23 +19,8 @@ async function shedRatio (url: string, agent: Agent): Promise<number> {
   return sample((await call(`${url}/metrics`, { agent })).text, 'smart_overload_shed_ratio')
 }
 
-/** Resolves once the asynchronous `condition` holds, checking every 10 ms; rejects after `withinMs`. */
-async function waitUntilAsync (condition: () => Promise<boolean>, withinMs: number): Promise<void> {
-  const giveUpAt = performance.now() + withinMs
-  while (!await condition()) {
-    if (performance.now() > giveUpAt) throw new Error(`condition not met within ${withinMs} ms`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-}
-
-/** Resolves once `condition` holds, checking every 10 ms; rejects after `withinMs`. */
-async function waitUntil (condition: () => boolean, withinMs: number): Promise<void> {
-  const giveUpAt = performance.now() + withinMs
-  while (!condition()) {
-    if (performance.now() > giveUpAt) throw new Error(`condition not met within ${withinMs} ms`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-}
+/** How often the overload test checks the service's state (a check of the share shed is a request to /metrics). */
+const POLL_MS = 10
 
 /**
  * Opens `count` new connections at once, one GET each, while the event loop is busy 15 ms of every 16, as a
@@ -52,24 +37,23 @@ async function connectionStorm (url: string, count: number): Promise<ClientAnswe
 }
 
 t.test('a lasting overload sheds /api/smart with a JSON 503 and Retry-After, but not probes or metrics', async (t) => {
-  const upstream = await startScriptedUpstream(() => ({ kind: 'json' }))
   // The service runs in this process, so blocking this process's event loop saturates the service.
-  const service = await startService({ UPSTREAM_URL: upstream.url, OVERLOAD_MAX_WAIT_MS: '50', RETRY_AFTER_SECONDS: '2' })
+  const { service, upstream } = await withService(t, {
+    script: () => ({ kind: 'json' }),
+    env: { OVERLOAD_MAX_WAIT_MS: '50', RETRY_AFTER_SECONDS: '2' }
+  })
   // Connections opened before the storm: requests on them are read every turn, without waiting to be accepted.
   const agent = new Agent({ keepAlive: true, maxSockets: 4 })
-  t.teardown(async () => {
-    agent.destroy()
-    await service.app.close()
-    await upstream.close()
-  })
+  // Registered last, so it runs first: before the service closes.
+  t.teardown(() => agent.destroy())
   await Promise.all(Array.from({ length: 4 }, () => call(`${service.url}/health`, { agent })))
   t.equal((await call(`${service.url}/api/smart?timeout=1000`, { agent })).status, 200, 'healthy at first')
 
   const storm = connectionStorm(`${service.url}/api/smart?timeout=10000`, 300)
   // Once most probes of the last second waited over 50 ms, the share shed grows by a tenth per probe.
-  await waitUntil(() => service.app.isUnderPressure(), 4000)
+  await eventually(() => service.app.isUnderPressure(), 4000, POLL_MS)
   t.ok(await shedRatio(service.url, agent) < 1, 'the share shed grows step by step')
-  await waitUntilAsync(async () => await shedRatio(service.url, agent) === 1, 4000)
+  await eventually(async () => await shedRatio(service.url, agent) === 1, 4000, POLL_MS)
   const [shed, health, ready, metrics] = await Promise.all([
     call(`${service.url}/api/smart?timeout=1000`, { agent }),
     call(`${service.url}/health`, { agent }),
@@ -89,7 +73,7 @@ t.test('a lasting overload sheds /api/smart with a JSON 503 and Retry-After, but
 
   // The median covers the last second, and the share falls a tenth per probe: the service takes all new
   // work again about two seconds after it recovered.
-  await waitUntil(() => !service.app.isUnderPressure(), 4000)
+  await eventually(() => !service.app.isUnderPressure(), 4000, POLL_MS)
   t.equal((await call(`${service.url}/api/smart?timeout=1000`)).status, 200, 'back to normal once the waits are short again')
   const { text } = await call(`${service.url}/metrics`)
   t.equal(sample(text, 'smart_requests_total{endpoint="smart",outcome="overloaded"}'), stormShed + 1)
@@ -107,12 +91,7 @@ console.log(JSON.stringify(await Promise.all(Array.from({ length: Number(count) 
 `
 
 t.test('with the defaults, a burst it can absorb is served: 200 clients connecting at once during a start-up stall, no 503', async (t) => {
-  const upstream = await startScriptedUpstream(() => ({ kind: 'json', delayMs: 100 }))
-  const service = await startService({ UPSTREAM_URL: upstream.url })
-  t.teardown(async () => {
-    await service.app.close()
-    await upstream.close()
-  })
+  const { service } = await withService(t, { script: () => ({ kind: 'json', delayMs: 100 }) })
   const client = spawn(process.execPath, ['--input-type=module', '-e', BURST_CLIENT, `${service.url}/api/smart?timeout=2000`, '200'], { stdio: ['ignore', 'pipe', 'inherit'] })
   let output = ''
   client.stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
@@ -132,27 +111,17 @@ function countStatuses (statuses: Array<number | string>): Record<string, number
 }
 
 t.test('beyond MAX_CLIENT_CONNECTIONS new connections are closed at once; the open ones are served', async (t) => {
-  const upstream = await startScriptedUpstream(() => ({ kind: 'json' }))
-  const service = await startService({ UPSTREAM_URL: upstream.url, MAX_CLIENT_CONNECTIONS: '2' })
-  t.teardown(async () => {
-    await service.app.close()
-    await upstream.close()
-  })
+  const { service } = await withService(t, { script: () => ({ kind: 'json' }), env: { MAX_CLIENT_CONNECTIONS: '2' } })
   const first = await openConnection(service.url)
   const second = await openConnection(service.url)
   // Node counts a connection once it has accepted it: give the second one that moment.
-  await new Promise((resolve) => setTimeout(resolve, 50))
+  await sleep(50)
 
-  const third = connect(Number(new URL(service.url).port), '127.0.0.1')
-  third.on('error', () => {})
-  let received = ''
-  third.on('data', (chunk: Buffer) => { received += chunk.toString() })
-  let closed = false
-  third.on('close', () => { closed = true })
-  await new Promise((resolve) => setTimeout(resolve, 500))
-  t.ok(closed, 'the third connection was closed within 500 ms')
-  t.equal(received, '', 'without an answer')
-  third.destroy()
+  const third = await openConnection(service.url)
+  await sleep(500)
+  t.ok(third.closedAt() !== undefined, 'the third connection was closed within 500 ms')
+  t.equal(third.raw(), '', 'without an answer')
+  third.socket.destroy()
 
   second.get('/api/smart?timeout=1000')
   await once(second.socket, 'data')
@@ -160,7 +129,7 @@ t.test('beyond MAX_CLIENT_CONNECTIONS new connections are closed at once; the op
   const [answer] = await second.responses
   t.equal(answer?.status, 200, 'an open connection is still served')
   first.socket.destroy()
-  await new Promise((resolve) => setTimeout(resolve, 50))
+  await sleep(50)
   t.equal((await call(`${service.url}/api/smart?timeout=1000`)).status, 200, 'a new connection is accepted once one closed')
 })
 
@@ -174,16 +143,14 @@ const SLOW_CALL_HEDGE_DELAY_MS = 2000
  * comes due while it does.
  */
 async function slowCallDuringOverload (t: Test, environment: Record<string, string>): Promise<{ upstreamRequestsOfSlowCall: number, metrics: string }> {
-  const upstream = await startScriptedUpstream((n) => n === 1
-    ? { kind: 'json', body: { time: 3500 }, delayMs: 3500 }
-    : { kind: 'json' })
-  const service = await startService({ UPSTREAM_URL: upstream.url, OVERLOAD_MAX_WAIT_MS: '20', HEDGE_DELAY_MS: String(SLOW_CALL_HEDGE_DELAY_MS), ...environment })
-  t.teardown(async () => {
-    await service.app.close()
-    await upstream.close()
+  const { service, upstream } = await withService(t, {
+    script: (n) => n === 1
+      ? { kind: 'json', body: { time: 3500 }, delayMs: 3500 }
+      : { kind: 'json' },
+    env: { OVERLOAD_MAX_WAIT_MS: '20', HEDGE_DELAY_MS: String(SLOW_CALL_HEDGE_DELAY_MS), ...environment }
   })
   const slowCall = call(`${service.url}/api/smart?timeout=6000`)
-  while (upstream.requests.length === 0) await new Promise((resolve) => setTimeout(resolve, 5))
+  await eventually(() => upstream.requests.length > 0, 5000)
   const startedAt = performance.now()
   let sheddingWhenTheHedgeCameDue = false
   const watch = setInterval(() => {

@@ -1,16 +1,10 @@
 import t from 'tap'
-import { startScriptedUpstream } from '../helpers/scripted-upstream.js'
-import { call, startService } from '../helpers/service.js'
+import { call, withService } from '../helpers/service.js'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
 
 t.test('an incoming x-request-id is echoed, logged on every line, and sent upstream on every attempt', async (t) => {
-  const upstream = await startScriptedUpstream(() => ({ kind: 'hang' }))
-  const service = await startService({ UPSTREAM_URL: upstream.url, LOG_LEVEL: 'debug' })
-  t.teardown(async () => {
-    await service.app.close()
-    await upstream.close()
-  })
+  const { service, upstream } = await withService(t, { script: () => ({ kind: 'hang' }), env: { LOG_LEVEL: 'debug' } })
   const answer = await call(`${service.url}/api/smart?timeout=400`, { headers: { 'x-request-id': 'order-42.retry:1' } })
   t.equal(answer.status, 408)
   t.equal(answer.headers['x-request-id'], 'order-42.retry:1')
@@ -22,12 +16,7 @@ t.test('an incoming x-request-id is echoed, logged on every line, and sent upstr
 })
 
 t.test('without an acceptable x-request-id, a UUID is generated', async (t) => {
-  const upstream = await startScriptedUpstream(() => ({ kind: 'json' }))
-  const service = await startService({ UPSTREAM_URL: upstream.url })
-  t.teardown(async () => {
-    await service.app.close()
-    await upstream.close()
-  })
+  const { service, upstream } = await withService(t, { script: () => ({ kind: 'json' }) })
   const generated = await call(`${service.url}/api/smart?timeout=1000`)
   t.match(generated.headers['x-request-id'], UUID)
   t.equal(upstream.requests[0]?.headers['x-request-id'], generated.headers['x-request-id'])

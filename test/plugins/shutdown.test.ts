@@ -2,14 +2,14 @@ import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { buildServer } from '../../app.js'
 import { loadConfig } from '../../lib/config.js'
-import { startScriptedUpstream } from '../helpers/scripted-upstream.js'
-import { call, startService } from '../helpers/service.js'
+import { call, withService } from '../helpers/service.js'
 import { openConnection } from '../helpers/raw-http.js'
 
 t.test('without a drain, requests in flight finish, their answers close their connections, and nothing new is worked on', async (t) => {
-  const upstream = await startScriptedUpstream(() => ({ kind: 'json', body: { time: 400 }, delayMs: 400 }))
-  t.teardown(() => upstream.close())
-  const service = await startService({ UPSTREAM_URL: upstream.url, HEDGE_REQUESTS: '0', SHUTDOWN_DRAIN_MS: '0' })
+  const { service, upstream } = await withService(t, {
+    script: () => ({ kind: 'json', body: { time: 400 }, delayMs: 400 }),
+    env: { HEDGE_REQUESTS: '0', SHUTDOWN_DRAIN_MS: '0' }
+  })
   // Two busy keep-alive connections: idle ones are closed at once when the server stops listening.
   const first = await openConnection(service.url)
   const second = await openConnection(service.url)
@@ -39,9 +39,10 @@ t.test('without a drain, requests in flight finish, their answers close their co
 })
 
 t.test('draining: /ready turns 503 at once, requests are still served, each answer closes its connection', async (t) => {
-  const upstream = await startScriptedUpstream(() => ({ kind: 'json', body: { time: 200 }, delayMs: 200 }))
-  t.teardown(() => upstream.close())
-  const service = await startService({ UPSTREAM_URL: upstream.url, HEDGE_REQUESTS: '0', SHUTDOWN_DRAIN_MS: '600' })
+  const { service, upstream } = await withService(t, {
+    script: () => ({ kind: 'json', body: { time: 200 }, delayMs: 200 }),
+    env: { HEDGE_REQUESTS: '0', SHUTDOWN_DRAIN_MS: '600' }
+  })
   const keepAlive = await openConnection(service.url)
   keepAlive.get('/api/smart?timeout=2000')
   await sleep(50)

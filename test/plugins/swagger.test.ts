@@ -1,8 +1,7 @@
 import t, { type Test } from 'tap'
 import { readFileSync } from 'node:fs'
 import { Ajv } from 'ajv'
-import { startScriptedUpstream } from '../helpers/scripted-upstream.js'
-import { call, startService, type RunningService } from '../helpers/service.js'
+import { call, withService, type RunningService } from '../helpers/service.js'
 
 type Json = Record<string, unknown>
 
@@ -47,12 +46,7 @@ function unknownKeywords (schema: unknown, path: string): string[] {
 }
 
 async function setup (t: Test): Promise<{ service: RunningService, document: Json }> {
-  const upstream = await startScriptedUpstream(() => ({ kind: 'raw', body: '{"time": 42}' }))
-  const service = await startService({ UPSTREAM_URL: upstream.url })
-  t.teardown(async () => {
-    await service.app.close()
-    await upstream.close()
-  })
+  const { service } = await withService(t, { script: () => ({ kind: 'raw', body: '{"time": 42}' }) })
   const answer = await call(`${service.url}/docs/json`)
   t.equal(answer.status, 200, '/docs/json answers 200')
   t.match(answer.headers['content-type'], /^application\/json/)
@@ -185,12 +179,7 @@ t.test('operations are grouped: the API apart from the operational routes', asyn
 })
 
 t.test('the document follows the configuration', async (t) => {
-  const upstream = await startScriptedUpstream(() => ({ kind: 'json' }))
-  const service = await startService({ UPSTREAM_URL: upstream.url, MAX_TIMEOUT_MS: '5000' })
-  t.teardown(async () => {
-    await service.app.close()
-    await upstream.close()
-  })
+  const { service } = await withService(t, { script: () => ({ kind: 'json' }), env: { MAX_TIMEOUT_MS: '5000' } })
   const { json } = await call(`${service.url}/docs/json`)
   const timeout = ((object(object(object(json?.paths)['/api/smart']).get).parameters ?? []) as Json[])[0]
   t.match(timeout, { description: /1 to 5000/, schema: { 'x-decimal-maximum': 5000 } })

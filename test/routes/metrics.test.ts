@@ -1,16 +1,10 @@
 import t from 'tap'
 import { sample } from '../helpers/prometheus.js'
-import { startScriptedUpstream } from '../helpers/scripted-upstream.js'
-import { call, startService } from '../helpers/service.js'
+import { call, withService } from '../helpers/service.js'
 
 t.test('a scripted scenario moves every counter by exactly what happened', async (t) => {
   // Request 1: attempt 1 succeeds at once. Request 2: every attempt hangs until its 400 ms deadline.
-  const upstream = await startScriptedUpstream((n) => n === 1 ? { kind: 'json', body: { time: 1 } } : { kind: 'hang' })
-  const service = await startService({ UPSTREAM_URL: upstream.url })
-  t.teardown(async () => {
-    await service.app.close()
-    await upstream.close()
-  })
+  const { service } = await withService(t, { script: (n) => n === 1 ? { kind: 'json', body: { time: 1 } } : { kind: 'hang' } })
   const before = await call(`${service.url}/metrics`)
   t.equal(before.status, 200)
   t.match(before.headers['content-type'], /^text\/plain; version=0\.0\.4/)
@@ -42,13 +36,10 @@ t.test('a scripted scenario moves every counter by exactly what happened', async
 })
 
 t.test('failed attempts are counted by their reason', async (t) => {
-  const upstream = await startScriptedUpstream((n) => n === 1
-    ? { kind: 'json', status: 500 }
-    : n === 2 ? { kind: 'raw', body: 'oops' } : { kind: 'reset' })
-  const service = await startService({ UPSTREAM_URL: upstream.url })
-  t.teardown(async () => {
-    await service.app.close()
-    await upstream.close()
+  const { service } = await withService(t, {
+    script: (n) => n === 1
+      ? { kind: 'json', status: 500 }
+      : n === 2 ? { kind: 'raw', body: 'oops' } : { kind: 'reset' }
   })
   t.equal((await call(`${service.url}/api/smart?timeout=1000`)).status, 502)
   const { text } = await call(`${service.url}/metrics`)

@@ -1,7 +1,8 @@
 import t, { type Test } from 'tap'
 import { Agent, get, request as httpRequest } from 'node:http'
-import { connect, type Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { eventually } from '../helpers/eventually.js'
+import { openConnection } from '../helpers/raw-http.js'
 import {
   DEFAULT_PROFILE,
   DEFAULT_SEED,
@@ -113,28 +114,6 @@ async function sequenceOf (options: SimulatorOptions, count: number, healthCheck
 
 function countTimers (): number {
   return process.getActiveResourcesInfo().filter((resource) => resource === 'Timeout').length
-}
-
-/** Polls until `condition` holds, failing after `withinMs`. Returns how long it took. */
-async function eventually (condition: () => boolean, withinMs: number): Promise<number> {
-  const started = performance.now()
-  while (!condition()) {
-    if (performance.now() - started > withinMs) throw new Error(`condition not met within ${withinMs} ms`)
-    await sleep(5)
-  }
-  return performance.now() - started
-}
-
-/** A raw socket sending one GET: unlike an HTTP client it schedules no timers of its own. */
-function rawGet (url: string): Promise<Socket> {
-  const { hostname, port } = new URL(url)
-  return new Promise((resolve, reject) => {
-    const socket = connect(Number(port), hostname, () => {
-      socket.write(`GET / HTTP/1.1\r\nHost: ${hostname}\r\n\r\n`)
-      resolve(socket)
-    })
-    socket.once('error', reject)
-  })
 }
 
 t.test('the default profile is the upstream of SPEC §1', async (t) => {
@@ -260,10 +239,12 @@ t.test('keep-alive: one connection carries several requests', async (t) => {
 t.test('a client that disconnects while waiting leaves no timer running on the server', async (t) => {
   const simulator = await withSimulator(t, { profile: { ...ALWAYS_OK, minDelayMs: 10_000, maxDelayMs: 10_000 } })
   const timersBefore = countTimers()
-  const socket = await rawGet(simulator.url)
+  // A raw connection: unlike an HTTP client it schedules no timers of its own.
+  const client = await openConnection(simulator.url)
+  client.get('/')
   await eventually(() => countTimers() === timersBefore + 1, 2000)
   t.pass('the server scheduled the 10 s answer')
-  socket.destroy()
+  client.socket.destroy()
   const clearedAfterMs = await eventually(() => countTimers() === timersBefore, 2000)
   t.ok(clearedAfterMs < 1000, `the timer was cleared ${clearedAfterMs} ms after the client left, not after 10 s`)
 })

@@ -4,12 +4,11 @@
  * client hanging up) is checked here for each of them too.
  */
 import t, { type Test } from 'tap'
-import { connect } from 'node:net'
-import { once } from 'node:events'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { eventually } from '../../helpers/eventually.js'
 import { sample } from '../../helpers/prometheus.js'
-import { startScriptedUpstream, type ScriptedUpstream, type UpstreamBehaviour } from '../../helpers/scripted-upstream.js'
-import { call, startService, type ClientAnswer, type RunningService } from '../../helpers/service.js'
+import { openConnection } from '../../helpers/raw-http.js'
+import type { ScriptedUpstream, UpstreamBehaviour } from '../../helpers/scripted-upstream.js'
+import { call, withService, type ClientAnswer, type RunningService } from '../../helpers/service.js'
 
 /** Deadline answers may arrive this much after the timeout: timers, sockets and a shared machine. */
 const DEADLINE_MARGIN_MS = 60
@@ -26,12 +25,7 @@ interface Setup {
 }
 
 async function setup (t: Test, script: (n: number) => UpstreamBehaviour, environment: Record<string, string> = {}): Promise<Setup> {
-  const upstream = await startScriptedUpstream(script)
-  const service = await startService({ UPSTREAM_URL: upstream.url, LOG_LEVEL: 'info', ...environment })
-  t.teardown(async () => {
-    await service.app.close()
-    await upstream.close()
-  })
+  const { upstream, service } = await withService(t, { script, env: { LOG_LEVEL: 'info', ...environment } })
   return { upstream, service, get: (endpoint, query = '') => call(`${service.url}/api/${endpoint}${query}`) }
 }
 
@@ -98,17 +92,16 @@ for (const endpoint of FAN_OUT_ENDPOINTS) {
 
   t.test(`/api/${endpoint}: a client hanging up aborts every attempt, and is logged and counted as 499`, async (t) => {
     const { service, upstream } = await setup(t, () => ({ kind: 'hang' }))
-    const socket = connect(Number(new URL(service.url).port), '127.0.0.1')
-    await once(socket, 'connect')
-    socket.write(`GET /api/${endpoint}?timeout=5000 HTTP/1.1\r\nHost: localhost\r\n\r\n`)
-    while (upstream.requests.length < 3) await sleep(5)
+    const client = await openConnection(service.url)
+    client.get(`/api/${endpoint}?timeout=5000`)
+    await eventually(() => upstream.requests.length >= 3, 5000)
     const hungUpAt = upstream.now()
-    socket.destroy()
+    client.socket.destroy()
     await assertAllAbortedBy(t, upstream, hungUpAt, 'hang-up')
     t.ok(upstream.requests.every((request) => request.abandoned === true))
-    let summary: Record<string, unknown> | undefined
-    while ((summary = service.logs.find((line) => line.msg === 'api request')) === undefined) await sleep(5)
-    t.match(summary, { endpoint, outcome: 'client_closed', statusCode: 499, attempts: 3 })
+    const summary = (): Record<string, unknown> | undefined => service.logs.find((line) => line.msg === 'api request')
+    await eventually(() => summary() !== undefined, 5000)
+    t.match(summary(), { endpoint, outcome: 'client_closed', statusCode: 499, attempts: 3 })
     const metrics = (await call(`${service.url}/metrics`)).text
     t.equal(sample(metrics, `smart_requests_total{endpoint="${endpoint}",outcome="client_closed"}`), 1)
     t.equal(sample(metrics, `smart_upstream_attempts_total{endpoint="${endpoint}",result="aborted"}`), 3)

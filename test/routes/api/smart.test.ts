@@ -1,10 +1,11 @@
 import t, { type Test } from 'tap'
-import { connect } from 'node:net'
-import { once } from 'node:events'
-import { startScriptedUpstream, type UpstreamBehaviour, type ScriptedUpstream } from '../../helpers/scripted-upstream.js'
-import { call, startService, type RunningService } from '../../helpers/service.js'
-import { startSilentUpstream } from '../../helpers/silent-upstream.js'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { eventually } from '../../helpers/eventually.js'
 import { sample } from '../../helpers/prometheus.js'
+import { openConnection } from '../../helpers/raw-http.js'
+import { startScriptedUpstream, type UpstreamBehaviour, type ScriptedUpstream } from '../../helpers/scripted-upstream.js'
+import { call, withService, type RunningService } from '../../helpers/service.js'
+import { startSilentUpstream } from '../../helpers/silent-upstream.js'
 
 /** Deadline answers may arrive this much after the timeout: timers, sockets and a shared machine. */
 const DEADLINE_MARGIN_MS = 60
@@ -23,12 +24,7 @@ interface Setup {
 
 async function setup (t: Test, script: (n: number) => UpstreamBehaviour,
   environment: Record<string, string> = {}): Promise<Setup> {
-  const upstream = await startScriptedUpstream(script)
-  const service = await startService({ UPSTREAM_URL: upstream.url, ...environment })
-  t.teardown(async () => {
-    await service.app.close()
-    await upstream.close()
-  })
+  const { upstream, service } = await withService(t, { script, env: environment })
   return { upstream, service, smart: (query = '') => call(`${service.url}/api/smart${query}`) }
 }
 
@@ -104,14 +100,10 @@ t.test('408: the deadline holds when the upstream never answers, and every attem
 })
 
 t.test('408: the deadline counts from the arrival of the request, not from the start of the handler', async (t) => {
-  const upstream = await startScriptedUpstream(() => ({ kind: 'hang' }))
-  // A slow hook before the handler, as a busy auth or rate-limit step would be.
-  const service = await startService({ UPSTREAM_URL: upstream.url }, (app) => {
-    app.addHook('onRequest', async () => { await new Promise((resolve) => setTimeout(resolve, 200)) })
-  })
-  t.teardown(async () => {
-    await service.app.close()
-    await upstream.close()
+  const { service } = await withService(t, {
+    script: () => ({ kind: 'hang' }),
+    // A slow hook before the handler, as a busy auth or rate-limit step would be.
+    beforeListen: (app) => { app.addHook('onRequest', async () => { await sleep(200) }) }
   })
   const answer = await call(`${service.url}/api/smart?timeout=500`)
   assertErrorBody(t, answer, 408)
@@ -246,8 +238,7 @@ t.test('a refused port is a 502 at once, not a 500 or a wait', async (t) => {
   const upstream = await startScriptedUpstream(() => ({ kind: 'json' }))
   const url = upstream.url
   await upstream.close()
-  const service = await startService({ UPSTREAM_URL: url })
-  t.teardown(() => service.app.close())
+  const { service } = await withService(t, { env: { UPSTREAM_URL: url } })
   const answer = await call(`${service.url}/api/smart?timeout=2000`)
   assertErrorBody(t, answer, 502, /ECONNREFUSED/)
   t.ok(answer.elapsedMs < 250)
@@ -276,13 +267,11 @@ t.test('redirects are followed on the upstream origin only', async (t) => {
 
 t.test('a client that hangs up aborts every attempt on the upstream', async (t) => {
   const { service, upstream } = await setup(t, () => ({ kind: 'hang' }))
-  const { port } = new URL(service.url)
-  const socket = connect(Number(port), '127.0.0.1')
-  await once(socket, 'connect')
-  socket.write('GET /api/smart?timeout=5000 HTTP/1.1\r\nHost: localhost\r\n\r\n')
-  while (upstream.requests.length < 3) await new Promise((resolve) => setTimeout(resolve, 10))
+  const client = await openConnection(service.url)
+  client.get('/api/smart?timeout=5000')
+  await eventually(() => upstream.requests.length >= 3, 5000)
   const hungUpAt = upstream.now()
-  socket.destroy()
+  client.socket.destroy()
   await upstream.allClosed()
   for (const request of upstream.requests) {
     const after = (request.closedAt ?? Infinity) - hungUpAt
@@ -291,19 +280,13 @@ t.test('a client that hangs up aborts every attempt on the upstream', async (t) 
 })
 
 t.test('a client that hangs up is logged and counted as client_closed, never as a success', async (t) => {
-  const upstream = await startScriptedUpstream(() => ({ kind: 'hang' }))
-  const service = await startService({ UPSTREAM_URL: upstream.url, LOG_LEVEL: 'info' })
-  t.teardown(async () => {
-    await service.app.close()
-    await upstream.close()
-  })
-  const socket = connect(Number(new URL(service.url).port), '127.0.0.1')
-  await once(socket, 'connect')
-  socket.write('GET /api/smart?timeout=5000 HTTP/1.1\r\nHost: localhost\r\n\r\n')
-  while (upstream.requests.length < 1) await new Promise((resolve) => setTimeout(resolve, 10))
-  socket.destroy()
+  const { service, upstream } = await setup(t, () => ({ kind: 'hang' }), { LOG_LEVEL: 'info' })
+  const client = await openConnection(service.url)
+  client.get('/api/smart?timeout=5000')
+  await eventually(() => upstream.requests.length >= 1, 5000)
+  client.socket.destroy()
   await upstream.allClosed()
-  await new Promise((resolve) => setTimeout(resolve, 50))
+  await sleep(50)
   const summaries = service.logs.filter((line) => line.msg === 'api request')
   t.equal(summaries.length, 1, 'one summary line')
   t.match(summaries, [{ outcome: 'client_closed', statusCode: 499, attempts: 1 }])
@@ -339,14 +322,12 @@ t.test('one info line per request, with each attempt at debug', async (t) => {
 
 t.test('a client that hangs up before the hedge also stops the hedges from firing', async (t) => {
   const { service, upstream } = await setup(t, () => ({ kind: 'hang' }))
-  const { port } = new URL(service.url)
-  const socket = connect(Number(port), '127.0.0.1')
-  await once(socket, 'connect')
-  socket.write('GET /api/smart HTTP/1.1\r\nHost: localhost\r\n\r\n')
-  while (upstream.requests.length < 1) await new Promise((resolve) => setTimeout(resolve, 10))
-  socket.destroy()
+  const client = await openConnection(service.url)
+  client.get('/api/smart')
+  await eventually(() => upstream.requests.length >= 1, 5000)
+  client.socket.destroy()
   await upstream.allClosed()
-  await new Promise((resolve) => setTimeout(resolve, 400))
+  await sleep(400)
   t.equal(upstream.requests.length, 1, 'no hedge after the client left')
 })
 
@@ -359,12 +340,14 @@ t.test('unknown routes answer JSON 404, other methods on /api/smart JSON 405', a
 })
 
 t.test('an unexpected bug answers a JSON 500 that reveals nothing', async (t) => {
-  const service = await startService({ UPSTREAM_URL: 'http://127.0.0.1:9/' }, (app) => {
-    app.get('/bug', async () => { throw new Error('secret internal detail') })
-    app.get('/odd-status', async () => { throw Object.assign(new Error('odd'), { statusCode: 302 }) })
-    app.get('/unnamed-status', async () => { throw Object.assign(new Error('enhance your calm'), { statusCode: 420 }) })
+  const { service } = await withService(t, {
+    env: { UPSTREAM_URL: 'http://127.0.0.1:9/' },
+    beforeListen: (app) => {
+      app.get('/bug', async () => { throw new Error('secret internal detail') })
+      app.get('/odd-status', async () => { throw Object.assign(new Error('odd'), { statusCode: 302 }) })
+      app.get('/unnamed-status', async () => { throw Object.assign(new Error('enhance your calm'), { statusCode: 420 }) })
+    }
   })
-  t.teardown(() => service.app.close())
   const answer = await call(`${service.url}/bug`)
   assertErrorBody(t, answer, 500, 'Internal Server Error')
   t.notMatch(answer.text, /secret/)
@@ -375,15 +358,13 @@ t.test('an unexpected bug answers a JSON 500 that reveals nothing', async (t) =>
 })
 
 t.test('with every upstream connection taken, the service holds its cap and still answers 408 on time', async (t) => {
-  const upstream = await startSilentUpstream()
   // Hedges at once: 10 requests want 30 upstream connections together, and may have 3.
-  const service = await startService({ UPSTREAM_URL: upstream.url, UPSTREAM_MAX_SOCKETS: '3', HEDGE_DELAY_MS: '0' })
-  t.teardown(async () => {
-    await service.app.close()
-    await upstream.close()
+  const { service, upstream } = await withService(t, {
+    upstream: await startSilentUpstream(),
+    env: { UPSTREAM_MAX_SOCKETS: '3', HEDGE_DELAY_MS: '0' }
   })
   const answers = Promise.all(Array.from({ length: 10 }, () => call(`${service.url}/api/smart?timeout=300`)))
-  await new Promise((resolve) => setTimeout(resolve, 150))
+  await sleep(150)
   t.equal(upstream.connections(), 3, 'three connections, no more, while the requests wait')
   for (const answer of await answers) {
     assertErrorBody(t, answer, 408)
@@ -392,7 +373,7 @@ t.test('with every upstream connection taken, the service holds its cap and stil
   const metrics = (await call(`${service.url}/metrics`)).text
   t.equal(sample(metrics, 'smart_requests_total{endpoint="smart",outcome="timeout"}'), 10)
   t.equal(sample(metrics, 'smart_upstream_attempts_total{endpoint="smart",result="aborted"}'), 30, 'waiting attempts count as aborted too')
-  await new Promise((resolve) => setTimeout(resolve, 50))
+  await sleep(50)
   t.equal(upstream.openSockets(), 0, 'every connection was released')
   // The service goes on serving.
   assertErrorBody(t, await call(`${service.url}/api/smart?timeout=100`), 408)
