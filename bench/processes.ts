@@ -6,7 +6,6 @@ import { execFile, spawn, type ChildProcess, type StdioOptions } from 'node:chil
 import { once } from 'node:events'
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { request } from 'node:http'
-import { createServer } from 'node:net'
 import { createInterface } from 'node:readline'
 import type { Readable } from 'node:stream'
 import { dirname, join } from 'node:path'
@@ -129,17 +128,6 @@ export async function compiledEntry (file: string): Promise<string[]> {
   const outputFile = join(outputDir, file.replace(/\.ts$/, '.js'))
   await writeFile(outputFile, outputText)
   return [outputFile]
-}
-
-/** A port that was free a moment ago: good enough on a loopback interface nobody else is racing for. */
-export async function freePort (): Promise<number> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const address = server.address()
-  server.close()
-  if (address === null || typeof address === 'string') throw new Error('no port')
-  return address.port
 }
 
 /** Resolves with the status of one GET, or rejects on a connection error. */

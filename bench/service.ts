@@ -5,7 +5,8 @@
 import { once } from 'node:events'
 import { request } from 'node:http'
 import { join } from 'node:path'
-import { BENCH_DIR, compiledEntry, freePort, spawnNode, waitUntilServing, type StartedProcess } from './processes.js'
+import { freePort } from '../test/helpers/free-port.js'
+import { BENCH_DIR, compiledEntry, spawnNode, waitUntilServing, type StartedProcess } from './processes.js'
 
 export interface ServerUnderTest {
   /** e.g. 'http://127.0.0.1:40123' (no trailing slash). */
@@ -133,20 +134,4 @@ export function readMetrics (origin: string): Promise<string> {
     req.on('error', reject)
     req.end()
   })
-}
-
-/**
- * Sums the samples of one metric whose labels contain every given `name="value"` pair, e.g.
- * metricValue(text, 'smart_upstream_attempts_total', { result: 'connection_error' }).
- */
-export function metricValue (metricsText: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0
-  for (const line of metricsText.split('\n')) {
-    if (!line.startsWith(name)) continue
-    const match = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)/.exec(line)
-    if (match === null || match[1] !== name) continue
-    const labelText = match[2] ?? ''
-    if (Object.entries(labels).every(([key, value]) => labelText.includes(`${key}="${value}"`))) sum += Number(match[3])
-  }
-  return sum
 }

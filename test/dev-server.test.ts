@@ -2,18 +2,11 @@ import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
-import { createServer, type AddressInfo } from 'node:net'
+import { freePort } from './helpers/free-port.js'
+import { listeningUrl } from './helpers/server-process.js'
 import { call } from './helpers/service.js'
 
 interface PackageJson { scripts: Record<string, string> }
-
-async function freePort (): Promise<string> {
-  const server = createServer().listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as AddressInfo
-  server.close()
-  return String(port)
-}
 
 /**
  * `npm run dev` = tsc --watch plus the `dev:start` script (fastify-cli on the compiled app).
@@ -25,7 +18,7 @@ t.test('the fastify-cli dev server runs the app with its options and pretty logs
   const devStart = scripts['dev:start'] ?? ''
   t.match(devStart, /^SHUTDOWN_DRAIN_MS=\$\{SHUTDOWN_DRAIN_MS:-0\} fastify start .*-w .*-o .*-P .*dist\/app\.js$/,
     'no drain (a restart on every change would wait for it), watch, app options, pretty logs')
-  const port = await freePort()
+  const port = String(await freePort())
   // The script's leading `NAME=${NAME:-default}` assignments, with their defaults, as the shell would set them.
   const words = devStart.split(' ')
   const commandStart = words.findIndex((word) => !/^\w+=/.test(word))
@@ -47,10 +40,7 @@ t.test('the fastify-cli dev server runs the app with its options and pretty logs
   const exited = once(child, 'exit')
   t.teardown(() => { child.kill('SIGKILL') })
 
-  const deadline = Date.now() + 20_000
-  while (!output.includes('Server listening at') && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
+  await listeningUrl(t, { output: () => output })
   t.match(output, /INFO.*Server listening at http:\/\/127\.0\.0\.1:\d+/, 'pretty, human-readable log lines')
   const base = `http://127.0.0.1:${port}`
   t.equal((await call(`${base}/health`)).status, 200)

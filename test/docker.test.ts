@@ -7,13 +7,14 @@ import t from 'tap'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
-import { connect, createServer } from 'node:net'
+import { connect } from 'node:net'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { parse as parseYaml } from 'yaml'
 import { ConfigSchema, loadConfig } from '../lib/config.js'
 import { findCompose } from './helpers/docker-engine.js'
+import { freePort } from './helpers/free-port.js'
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url))
 
@@ -180,16 +181,6 @@ async function waitUntilListening (running: Running, port: number): Promise<void
     }
     await sleep(50)
   }
-}
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as { port: number }
-  server.close()
-  await once(server, 'close')
-  return port
 }
 
 async function stop (running: Running): Promise<Finished> {

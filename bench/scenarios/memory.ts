@@ -13,9 +13,10 @@ import { runOpenLoop } from '../open-loop.js'
 import { openFileLimit, sampleProcess, startPeakSampler } from '../processes.js'
 import { counts, mib, ratio, table, type Target } from '../report.js'
 import { profileName, type Scenario, type ScenarioContext, type ScenarioReport } from '../scenario.js'
-import { metricValue, readMetrics, startCollectableService, type CollectableService } from '../service.js'
+import { readMetrics, startCollectableService, type CollectableService } from '../service.js'
 import { countBy } from '../stats.js'
 import { loadConfig } from '../../lib/config.js'
+import { sample } from '../../test/helpers/prometheus.js'
 import { startUpstream } from '../upstreams.js'
 
 const WANTED_IN_FLIGHT = 5000
@@ -80,7 +81,7 @@ async function run (context: ScenarioContext): Promise<ScenarioReport> {
       let peakHeap = 0
       let peakUpstreamSockets = 0
       const heapPoller = setInterval(() => {
-        readMetrics(service.origin).then((text) => { peakHeap = Math.max(peakHeap, metricValue(text, 'nodejs_heap_size_used_bytes')) }, () => {})
+        readMetrics(service.origin).then((text) => { peakHeap = Math.max(peakHeap, sample(text, 'nodejs_heap_size_used_bytes')) }, () => {})
         upstream.counters().then((counters) => { peakUpstreamSockets = Math.max(peakUpstreamSockets, counters.openSockets) }, () => {})
       }, HEAP_POLL_MS)
       const load = await runOpenLoop({
@@ -94,7 +95,8 @@ async function run (context: ScenarioContext): Promise<ScenarioReport> {
       const peakProc = await sampler.stop()
       await sleep(SETTLE_AFTER_MS)
       const after = await sampleAfterFullGc(service)
-      const connectionErrors = metricValue(await readMetrics(service.origin), 'smart_upstream_attempts_total', { result: 'connection_error' })
+      // Every request of this scenario is a GET /api/smart.
+      const connectionErrors = sample(await readMetrics(service.origin), 'smart_upstream_attempts_total{endpoint="smart",result="connection_error"}')
       const peak: MemorySample = { rssBytes: peakProc.rssBytes, fds: peakProc.fds, heapUsedBytes: peakHeap, heapTotalBytes: Number.NaN }
       const statuses = countBy(load.answers, (answer) => answer.error ?? String(answer.status))
       const inFlight = inFlightAtLastSend(load.answers)
