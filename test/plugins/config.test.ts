@@ -20,5 +20,5 @@ t.test('an invalid process.env fails the plugin, naming the variable', async (t)
   process.env.HEDGE_REQUESTS = 'many'
   const app = Fastify()
   app.register(configPlugin)
-  await t.rejects(async () => { await app.ready() }, /HEDGE_REQUESTS must be integer/)
+  await t.rejects(async () => { await app.ready() }, /HEDGE_REQUESTS must be an integer in decimal digits \(got "many"\)/)
 })
