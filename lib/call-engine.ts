@@ -96,8 +96,11 @@ export interface CallOptions<T, Reason extends string = string> {
   deadline: number
   /** Aborts the whole call, e.g. when the client that asked for it has gone away. */
   cancelSignal?: AbortSignal
-  /** Asked when the hedge is due; false holds it back (e.g. under overload, or a hedge budget run low). */
-  mayHedge?: () => boolean
+  /**
+   * Asked when the hedge is due, with the time left until the deadline; false holds it back (e.g. under overload,
+   * a hedge budget run low, upstream pushback, or too little time left for a hedge to finish).
+   */
+  mayHedge?: (timeLeftMs: number) => boolean
   clock?: Clock
 }
 
@@ -216,7 +219,7 @@ export function runCall<T, Reason extends string = string> (options: CallOptions
       }
       // No hedge once an attempt has succeeded (under 'every-attempt' the call goes on after a success). A refused
       // hedge is not asked again: this call stays with the attempts it has.
-      if (result.successes.length > 0 || mayHedge?.() === false) maxAttempts = launched
+      if (result.successes.length > 0 || mayHedge?.(deadline - clock.now()) === false) maxAttempts = launched
       for (let attempt = launched + 1; attempt <= maxAttempts; attempt++) launch()
       // With the hedges refused, the attempts that already failed may have been the last ones.
       if (running.size === 0) end('complete', 'lost')

@@ -20,6 +20,12 @@ export const ConfigSchema = Type.Object({
   HEDGE_BUDGET_TOKENS: Type.Integer({ minimum: 0, maximum: 100000, default: 0 }),
   // Tokens each successful attempt puts back into the hedge budget.
   HEDGE_BUDGET_TOKEN_RATIO: Type.Number({ exclusiveMinimum: 0, maximum: 1000, default: 0.1 }),
+  // fixed: hedge after HEDGE_DELAY_MS, the reference schedule. adaptive: after the HEDGE_QUANTILE quantile of recent
+  // first-attempt latencies, and never a hedge that cannot finish in the time left (lib/adaptive-hedge-delay.ts).
+  HEDGE_POLICY: Type.Union([Type.Literal('fixed'), Type.Literal('adaptive')], { default: 'fixed' }),
+  HEDGE_QUANTILE: Type.Number({ exclusiveMinimum: 0, exclusiveMaximum: 1, default: 0.9 }),
+  // The longest pause in hedging an upstream's Retry-After (on 429 or 503) can impose; 0 ignores pushback.
+  MAX_PUSHBACK_MS: Type.Integer({ minimum: 0, maximum: LARGEST_TIMER_MS, default: 30000 }),
   // Attempts that /api/first, /api/all and /api/within-timeout start at once.
   FANOUT_REQUESTS: Type.Integer({ minimum: 1, maximum: 10, default: 3 }),
   MAX_TIMEOUT_MS: Type.Integer({ minimum: 1, maximum: LARGEST_TIMER_MS, default: 60000 }),

@@ -10,6 +10,13 @@ export const LARGEST_TIMER_MS = 2_147_483_647
 export const REQUEST_ID_HEADER = 'x-request-id'
 
 /**
+ * The deadline protocol (SPEC §2): every attempt tells the upstream its number and the whole milliseconds left until
+ * the client's deadline; a client may send the latter too, to propagate its own deadline.
+ */
+export const ATTEMPT_HEADER = 'x-attempt'
+export const TIMEOUT_HEADER = 'x-timeout-ms'
+
+/**
  * SPEC §4's reference schedule for /api/smart: one attempt, then this many more after this delay. They are the
  * defaults of HEDGE_REQUESTS and HEDGE_DELAY_MS, and what the benchmark's bare implementation and limits follow.
  */

@@ -5,7 +5,7 @@
  */
 
 /** The statuses whose Retry-After is a request to back off (RFC 9110 §10.2.3). */
-const PUSHBACK_STATUSES = new Set([429, 503])
+export const PUSHBACK_STATUSES: ReadonlySet<number> = new Set([429, 503])
 
 const DELTA_SECONDS = /^[0-9]+$/
 /** Every HTTP-date form (IMF-fixdate, RFC 850, asctime) names its month; Date.parse alone also reads '-1' or '1.5'. */

@@ -4,7 +4,8 @@ import { Agent as HttpsAgent } from 'node:https'
 import type { AttemptOutcome } from './call-engine.js'
 import { ignoreError, prepareOptions, resetAndDestroy } from './got-fast-path.js'
 import { WaitingLine } from './waiting-line.js'
-import { REQUEST_ID_HEADER } from './constants.js'
+import { ATTEMPT_HEADER, REQUEST_ID_HEADER, TIMEOUT_HEADER } from './constants.js'
+import { PUSHBACK_STATUSES } from './pushback.js'
 
 /** Why one upstream attempt did not produce a usable answer. */
 export type AttemptFailure =
@@ -15,8 +16,28 @@ export type AttemptFailure =
   | 'timeout' // the attempt's own time limit passed
   | 'aborted' // the caller aborted it (another attempt won, deadline, client gone)
 
-/** A successful attempt carries the upstream's JSON text, passed on byte for byte. */
-export type UpstreamAttempt = AttemptOutcome<string, AttemptFailure>
+/**
+ * A successful attempt carries the upstream's JSON text, passed on byte for byte. A failed one answered 429 or 503
+ * with `Retry-After` carries them too: the upstream asks its callers to back off (see lib/pushback.ts).
+ */
+export type UpstreamAttempt = AttemptOutcome<string, AttemptFailure> & { pushback?: Pushback }
+
+export interface Pushback {
+  statusCode: number
+  retryAfter: string
+}
+
+/**
+ * What an attempt tells the upstream (SPEC §2, "The deadline protocol"): `x-request-id`, `x-attempt` and
+ * `x-timeout-ms`, the whole milliseconds left until the client's deadline when the attempt is sent.
+ */
+export interface AttemptTags {
+  requestId: string
+  /** 1-based. */
+  attempt: number
+  /** The client's deadline, on performance.now()'s clock. */
+  deadline: number
+}
 
 export interface UpstreamClient {
   /** The endpoint every attempt calls. */
@@ -25,7 +46,7 @@ export interface UpstreamClient {
    * One GET to the upstream, stopped by `signal` or after `timeoutMs`; never rejects. While all
    * `maxSockets` connections are busy, the attempt waits for one, and its signal and time limit still apply.
    */
-  attempt (signal: AbortSignal, timeoutMs: number, requestId: string): Promise<UpstreamAttempt>
+  attempt (signal: AbortSignal, timeoutMs: number, tags: AttemptTags): Promise<UpstreamAttempt>
 }
 
 export interface UpstreamClientOptions {
@@ -47,6 +68,12 @@ function aborted (signal: AbortSignal): UpstreamAttempt {
 function classifyError (error: unknown): UpstreamAttempt {
   if (error instanceof TimeoutError) return failure('timeout', error.message)
   return failure('connection_error', (error as RequestError).code)
+}
+
+function httpError ({ statusCode, headers }: PlainResponse): UpstreamAttempt {
+  const retryAfter = headers['retry-after']
+  if (retryAfter === undefined || !PUSHBACK_STATUSES.has(statusCode)) return failure('http_error', `status ${statusCode}`)
+  return { ...failure('http_error', `status ${statusCode}, Retry-After ${retryAfter}`), pushback: { statusCode, retryAfter } }
 }
 
 function isJson (text: string): boolean {
@@ -77,9 +104,9 @@ export function createUpstreamClient (url: string, { maxBodyBytes, maxSockets }:
     waiting.takeNewest()?.()
   }
 
-  function attempt (signal: AbortSignal, timeoutMs: number, requestId: string): Promise<UpstreamAttempt> {
+  function attempt (signal: AbortSignal, timeoutMs: number, tags: AttemptTags): Promise<UpstreamAttempt> {
     if (signal.aborted) return Promise.resolve(aborted(signal))
-    if (active < maxSockets) return send(signal, timeoutMs, requestId)
+    if (active < maxSockets) return send(signal, timeoutMs, tags)
     return new Promise((resolve) => {
       const queuedAt = performance.now()
       const leave = (outcome: UpstreamAttempt): void => {
@@ -94,7 +121,7 @@ export function createUpstreamClient (url: string, { maxBodyBytes, maxSockets }:
       const start = (): void => {
         clearTimeout(timer)
         signal.removeEventListener('abort', onAbort)
-        resolve(send(signal, timeoutMs - (performance.now() - queuedAt), requestId))
+        resolve(send(signal, timeoutMs - (performance.now() - queuedAt), tags))
       }
       signal.addEventListener('abort', onAbort)
       const place = waiting.add(start)
@@ -102,13 +129,17 @@ export function createUpstreamClient (url: string, { maxBodyBytes, maxSockets }:
   }
 
   /** Sends one attempt now; it holds one of the `maxSockets` slots until its outcome is known. */
-  function send (signal: AbortSignal, timeoutMs: number, requestId: string): Promise<UpstreamAttempt> {
+  function send (signal: AbortSignal, timeoutMs: number, { requestId, attempt, deadline }: AttemptTags): Promise<UpstreamAttempt> {
     active++
     return new Promise((resolve) => {
       const options = new Options(undefined, undefined, prepared)
       // The copy owns its headers and timeouts, so setting them here touches no other attempt.
-      // The same id as the client's request, so upstream logs can be matched with ours.
+      // The same id as the client's request, so upstream logs can be matched with ours; the time left is counted
+      // now, as the attempt leaves (after any wait for a free connection), so an upstream can give up on work
+      // nobody will wait for.
       options.headers[REQUEST_ID_HEADER] = requestId
+      options.headers[ATTEMPT_HEADER] = String(attempt)
+      options.headers[TIMEOUT_HEADER] = String(Math.max(Math.floor(deadline - performance.now()), 0))
       options.timeout.request = timeoutMs
       const stream = got(undefined, undefined, options) as Request
       // The first outcome counts; whatever the stream reports after it changes nothing.
@@ -135,7 +166,7 @@ export function createUpstreamClient (url: string, { maxBodyBytes, maxSockets }:
       stream.on('error', (error) => giveUp(classifyError(error)))
       stream.once('response', (response: PlainResponse) => {
         if (response.statusCode !== 200) {
-          giveUp(failure('http_error', `status ${response.statusCode}`))
+          giveUp(httpError(response))
           return
         }
         if (Number(response.headers['content-length']) > maxBodyBytes) {

@@ -17,6 +17,7 @@ export interface SmartMetrics {
   requests: Counter<'endpoint' | 'outcome'>
   upstreamAttempts: Counter<'endpoint' | 'result'>
   hedges: Counter
+  hedgeWins: Counter
   hedgesThrottled: Counter<'reason'>
   requestDuration: Histogram<'endpoint' | 'outcome'>
   upstreamAttemptDuration: Histogram<'endpoint' | 'result'>
@@ -30,7 +31,11 @@ declare module 'fastify' {
   }
 }
 
-/** The service's own metrics, with the names dashboards rely on, in a registry of their own. */
+/**
+ * The service's own metrics, with the names dashboards rely on, in a registry of their own. Two gauges read at
+ * scrape time live with the state they read: smart_hedge_delay_seconds and smart_hedge_pause_seconds
+ * (plugins/hedge-admission.ts).
+ */
 export function createMetrics (): SmartMetrics {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
@@ -54,9 +59,15 @@ export function createMetrics (): SmartMetrics {
       help: 'Calls to /api/smart that sent hedges.',
       registers
     }),
+    hedgeWins: new Counter({
+      name: 'smart_hedge_wins_total',
+      help: 'Calls to /api/smart whose answer came from a hedge rather than from the first attempt.',
+      registers
+    }),
     hedgesThrottled: new Counter({
       name: 'smart_hedges_throttled_total',
-      help: 'Due hedges held back: reason="overload" while the service shed load, "budget" when the hedge budget ran low.',
+      help: 'Due hedges held back: reason="pushback" while an upstream\'s Retry-After is in force, "overload" while the service sheds load, ' +
+        '"budget" when the hedge budget ran low, "hopeless" when less time was left than the fastest recent success took (HEDGE_POLICY=adaptive).',
       labelNames: ['reason'],
       registers
     }),

@@ -56,6 +56,7 @@ export default fp(async (fastify) => {
     if (elapsedMs !== undefined) metrics.requestDuration.observe({ endpoint, outcome }, elapsedMs / 1000)
     const attempts = result?.attempts ?? []
     if (endpoint === 'smart' && attempts.length > 1) metrics.hedges.inc()
+    if (endpoint === 'smart' && (result?.successes[0]?.attempt ?? 1) > 1) metrics.hedgeWins.inc()
     for (const attempt of attempts) {
       const durationMs = attempt.endedAt - attempt.startedAt
       metrics.upstreamAttempts.inc({ endpoint, result: attempt.result })

@@ -43,24 +43,34 @@ export default fp(async (fastify) => {
   fastify.decorate('callPolicies', callPolicies(fastify.config))
   fastify.decorateRequest('upstreamCall', null)
 
+  /** An upstream that pushes back (429/503 with Retry-After) pauses hedging before the engine hears of the failure. */
+  const noticePushback = (outcome: UpstreamAttempt): UpstreamAttempt => {
+    if (outcome.pushback !== undefined) hedgeAdmission.recordPushback(outcome.pushback.statusCode, outcome.pushback.retryAfter)
+    return outcome
+  }
+
   fastify.decorate('callUpstream', (request: FastifyRequest, policy: CallPolicy, deadline: ClientDeadline) => {
+    const { hedge } = policy.schedule
     const ended = runCall<string, AttemptFailure>({
-      ...policy,
+      completion: policy.completion,
+      // The hedge delay is the one in force when the call begins (HEDGE_POLICY=adaptive moves it).
+      schedule: hedge === undefined ? policy.schedule : { ...policy.schedule, hedge: { ...hedge, afterMs: hedgeAdmission.hedgeDelayMs() } },
       deadline: deadline.at,
       cancelSignal: request.signal,
       mayHedge: hedgeAdmission.mayHedge,
       // The call's deadline timer aborts every attempt; each attempt's own time limit (got's timer) ends a
       // little later, as a backstop only. Ending together, both would fire under load, and got's would build a
       // TimeoutError per attempt that nobody needs.
-      startAttempt: ({ signal, deadline: at }) => new Promise<UpstreamAttempt>((resolve) => {
+      startAttempt: ({ signal, attempt, deadline: at }) => new Promise<UpstreamAttempt>((resolve) => {
         // Connections are opened in the check phase, once every request that arrived in this turn of the event
         // loop has been read and has its deadline timer: in a burst, the last request must not wait for all the
         // connections opened for the ones before it (its deadline counts from its arrival).
-        setImmediate(() => resolve(upstream.attempt(signal, at + ATTEMPT_TIMEOUT_BACKSTOP_MS - performance.now(), request.id)))
+        setImmediate(() => resolve(upstream.attempt(signal, at + ATTEMPT_TIMEOUT_BACKSTOP_MS - performance.now(), { requestId: request.id, attempt, deadline: at })
+          .then(noticePushback)))
       })
     }).then((result) => {
       record.result = result
-      hedgeAdmission.recordAttempts(result.attempts)
+      hedgeAdmission.recordAttempts(result.attempts, hedge !== undefined)
       return result
     })
     const record: UpstreamCallRecord = { deadline, result: undefined, ended }

@@ -11,7 +11,7 @@
  */
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { LARGEST_TIMER_MS } from '../lib/constants.js'
+import { ATTEMPT_HEADER, LARGEST_TIMER_MS, REQUEST_ID_HEADER, TIMEOUT_HEADER } from '../lib/constants.js'
 
 export interface SimulatorProfile {
   minDelayMs: number
@@ -189,13 +189,13 @@ function isHealthCheck (request: IncomingMessage): boolean {
 
 /** The caller's deadline (SPEC §2's deadline protocol), in ms from now; undefined when it sent none readable. */
 function callerDeadlineMs (request: IncomingMessage): number | undefined {
-  const header = request.headers['x-timeout-ms']
+  const header = request.headers[TIMEOUT_HEADER]
   return typeof header === 'string' && /^[0-9]+$/.test(header) ? Number(header) : undefined
 }
 
 /** Answers at the caller's deadline instead of working past it. */
 function giveUp (request: IncomingMessage, response: ServerResponse, timeoutMs: number, log: (line: string) => void): void {
-  const { 'x-request-id': requestId = '-', 'x-attempt': attempt = '-' } = request.headers
+  const { [REQUEST_ID_HEADER]: requestId = '-', [ATTEMPT_HEADER]: attempt = '-' } = request.headers
   log(`gave up at the caller's deadline: x-timeout-ms ${timeoutMs}, x-request-id ${String(requestId)}, x-attempt ${String(attempt)}`)
   sendJson(response, 504, { error: 'Gateway Timeout', message: `gave up at the caller's deadline (x-timeout-ms ${timeoutMs})` })
 }

@@ -3,9 +3,13 @@ import type { TSchema } from '@sinclair/typebox'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import type { Endpoint } from '../../lib/call-policies.js'
+import { TIMEOUT_HEADER } from '../../lib/constants.js'
 import { ClientClosedRequestError, DeadlineExceededError } from '../../lib/errors.js'
 import type { ClientDeadline, UpstreamCallResult } from '../../plugins/upstream-call.js'
-import { apiQuerySchema, RawJson, serializeApiAnswer, timeoutErrorMessage, type ApiQuery, type ApiSuccess, type ListAnswer, type OneAnswer } from './schema.js'
+import {
+  apiHeadersSchema, apiQuerySchema, RawJson, serializeApiAnswer, TIMEOUT_HEADER_MESSAGES, TIMEOUT_MESSAGES, timeBudgetErrorMessage,
+  type ApiHeaders, type ApiQuery, type ApiSuccess, type ListAnswer, type OneAnswer
+} from './schema.js'
 
 /**
  * What the four endpoints of the API share at the HTTP level: their route, the client's deadline, and how a call's
@@ -30,21 +34,36 @@ export function registerEndpoint (fastify: FastifyInstance, { endpoint, summary,
   const { MAX_TIMEOUT_MS } = fastify.config
   const policy = fastify.callPolicies[endpoint]
   fastify.withTypeProvider<TypeBoxTypeProvider>().get('/', {
-    schema: { summary, tags: ['API'], querystring: apiQuerySchema(MAX_TIMEOUT_MS), response: responses(MAX_TIMEOUT_MS) },
-    schemaErrorFormatter: (errors) => new Error(timeoutErrorMessage(errors, MAX_TIMEOUT_MS)),
+    schema: {
+      summary,
+      tags: ['API'],
+      querystring: apiQuerySchema(MAX_TIMEOUT_MS),
+      headers: apiHeadersSchema(MAX_TIMEOUT_MS),
+      response: responses(MAX_TIMEOUT_MS)
+    },
+    schemaErrorFormatter: (errors, dataVar) =>
+      new Error(timeBudgetErrorMessage(errors, dataVar === 'headers' ? TIMEOUT_HEADER_MESSAGES : TIMEOUT_MESSAGES, MAX_TIMEOUT_MS)),
     serializerCompiler: serializeApiAnswer,
     ...fastify.telemetryHooks(endpoint)
   }, async (request, reply) => {
-    const deadline = clientDeadline(request.query, reply, MAX_TIMEOUT_MS)
+    const deadline = clientDeadline(request.query, request.headers, reply, MAX_TIMEOUT_MS)
     const result = await fastify.callUpstream(request, policy, deadline)
     return answer(result, deadline)
   })
 }
 
-/** `timeout` (MAX_TIMEOUT_MS without one), counted from the request's arrival, not from the handler's start. */
-export function clientDeadline (query: ApiQuery, reply: FastifyReply, maxTimeoutMs: number): ClientDeadline {
-  const timeoutMs = query.timeout === undefined ? maxTimeoutMs : Number(query.timeout)
+/**
+ * The earlier of `timeout` and the caller's propagated `x-timeout-ms` (MAX_TIMEOUT_MS without either), counted from
+ * the request's arrival, not from the handler's start.
+ */
+export function clientDeadline (query: ApiQuery, headers: ApiHeaders, reply: FastifyReply, maxTimeoutMs: number): ClientDeadline {
+  const timeoutMs = Math.min(budgetOrCeiling(query.timeout, maxTimeoutMs), budgetOrCeiling(headers[TIMEOUT_HEADER], maxTimeoutMs))
   return { timeoutMs, at: performance.now() - reply.elapsedTime + timeoutMs }
+}
+
+/** A validated budget (decimal digits, at most the ceiling), or the ceiling when none was given. */
+function budgetOrCeiling (budget: string | undefined, maxTimeoutMs: number): number {
+  return budget === undefined ? maxTimeoutMs : Number(budget)
 }
 
 /** No answer to give: the deadline passed (408), every attempt failed (502), or the client left (499). */

@@ -1,44 +1,72 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import type { FastifySchemaValidationError } from 'fastify'
+import { TIMEOUT_HEADER } from '../../lib/constants.js'
 
-/** The reference design's wording for the first two; the others name their problem as plainly. */
-export const TIMEOUT_MESSAGES = {
+/** What a client can get wrong about a time budget, in words naming where it gave it. */
+export interface BudgetMessages {
+  notInteger: string
+  notPositive: string
+  tooLarge: (maxTimeoutMs: number) => string
+}
+
+/** The `timeout` parameter: the reference design's wording for the first two; the others name their problem as plainly. */
+export const TIMEOUT_MESSAGES: BudgetMessages & { repeated: string } = {
   notInteger: 'Timeout has to be integer value.',
   notPositive: 'Timeout has to be positive non zero value.',
   tooLarge: (maxTimeoutMs: number) => `Timeout has to be at most ${maxTimeoutMs} milliseconds.`,
   repeated: 'Timeout has to be given only once.'
 }
 
+/** The deadline protocol's header (SPEC §2): the same rules as `timeout`, and messages that name the header. */
+export const TIMEOUT_HEADER_MESSAGES: BudgetMessages = {
+  notInteger: `Header ${TIMEOUT_HEADER} has to be integer value.`,
+  notPositive: `Header ${TIMEOUT_HEADER} has to be positive non zero value.`,
+  tooLarge: (maxTimeoutMs: number) => `Header ${TIMEOUT_HEADER} has to be at most ${maxTimeoutMs} milliseconds.`
+}
+
 /**
- * `timeout` stays a string so Ajv cannot coerce "1e3", " 10" or "0x10" into numbers. Each invalid value
- * fails exactly one keyword, which picks its message:
- *   type           an array: the parameter was repeated
- *   pattern        not an optionally signed run of decimal digits
+ * A time budget in milliseconds stays a string so Ajv cannot coerce "1e3", " 10" or "0x10" into numbers. Each
+ * invalid value fails exactly one keyword, which picks its message:
+ *   type           an array: the query parameter was repeated
+ *   pattern        not an optionally signed run of decimal digits (a repeated header too: Node joins its values
+ *                  with ", ")
  *   not            negative or zero
  *   decimalMaximum above MAX_TIMEOUT_MS
  */
+function timeBudget (maxTimeoutMs: number, description: string) {
+  return Type.Optional(Type.String({
+    description,
+    pattern: '^-?[0-9]+$',
+    not: { pattern: '^(-[0-9]+|0+)$' },
+    decimalMaximum: maxTimeoutMs,
+    examples: ['1000']
+  }))
+}
+
 export function apiQuerySchema (maxTimeoutMs: number) {
   return Type.Object({
-    timeout: Type.Optional(Type.String({
-      description: `Time budget in milliseconds, 1 to ${maxTimeoutMs}; without it the service waits ` +
-        `for the answer, up to ${maxTimeoutMs} ms.`,
-      pattern: '^-?[0-9]+$',
-      not: { pattern: '^(-[0-9]+|0+)$' },
-      decimalMaximum: maxTimeoutMs,
-      examples: ['1000']
-    }))
+    timeout: timeBudget(maxTimeoutMs, `Time budget in milliseconds, 1 to ${maxTimeoutMs}; without it the service waits ` +
+      `for the answer, up to ${maxTimeoutMs} ms.`)
+  })
+}
+
+export function apiHeadersSchema (maxTimeoutMs: number) {
+  return Type.Object({
+    [TIMEOUT_HEADER]: timeBudget(maxTimeoutMs, `A caller's own deadline, propagated: the milliseconds it will still wait, 1 to ${maxTimeoutMs}. ` +
+      'The deadline is the earlier of it and `timeout`.')
   })
 }
 
 export type ApiQuery = Static<ReturnType<typeof apiQuerySchema>>
+export type ApiHeaders = Static<ReturnType<typeof apiHeadersSchema>>
 
 /** Turns the failing keyword into the message a client can act on. */
-export function timeoutErrorMessage (errors: FastifySchemaValidationError[], maxTimeoutMs: number): string {
+export function timeBudgetErrorMessage (errors: FastifySchemaValidationError[], messages: BudgetMessages, maxTimeoutMs: number): string {
   switch (errors[0]?.keyword) {
-    case 'type': return TIMEOUT_MESSAGES.repeated
-    case 'not': return TIMEOUT_MESSAGES.notPositive
-    case 'decimalMaximum': return TIMEOUT_MESSAGES.tooLarge(maxTimeoutMs)
-    default: return TIMEOUT_MESSAGES.notInteger
+    case 'type': return TIMEOUT_MESSAGES.repeated // only a query parameter can arrive as an array
+    case 'not': return messages.notPositive
+    case 'decimalMaximum': return messages.tooLarge(maxTimeoutMs)
+    default: return messages.notInteger
   }
 }
 
@@ -78,7 +106,7 @@ export function serializeApiAnswer ({ httpStatus }: { httpStatus?: string }): (d
 
 const errorResponses = (maxTimeoutMs: number) => ({
   400: errorResponse(400, 'Bad Request',
-    `\`timeout\` is not an integer, not positive, above ${maxTimeoutMs} or repeated; no upstream request was made.`,
+    `\`timeout\` (or the \`${TIMEOUT_HEADER}\` header) is not an integer, not positive, above ${maxTimeoutMs} or repeated; no upstream request was made.`,
     TIMEOUT_MESSAGES.notInteger),
   503: errorResponse(503, 'Service Unavailable',
     'The service is overloaded or shutting down; retry after the seconds in the Retry-After header.',

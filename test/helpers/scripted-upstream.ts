@@ -6,7 +6,7 @@ import { gzipSync } from 'node:zlib'
 
 /** What the scripted upstream does with one request. */
 export type UpstreamBehaviour =
-  | { kind: 'json', body?: unknown, status?: number, delayMs?: number, contentType?: string }
+  | { kind: 'json', body?: unknown, status?: number, delayMs?: number, contentType?: string, headers?: Record<string, string> }
   | { kind: 'raw', body: string, status?: number, delayMs?: number, contentType?: string }
   | { kind: 'hang' } // accepts the request and never answers
   | { kind: 'reset', afterHeaders?: boolean, delayMs?: number, hard?: boolean } // destroys the connection (hard: with a TCP RST)
@@ -93,7 +93,7 @@ async function perform (behaviour: UpstreamBehaviour, req: IncomingMessage, res:
     case 'raw': {
       if (behaviour.delayMs !== undefined) await sleep(behaviour.delayMs)
       const body = behaviour.kind === 'json' ? JSON.stringify(behaviour.body ?? { time: 1 }) : behaviour.body
-      res.writeHead(behaviour.status ?? 200, { 'content-type': behaviour.contentType ?? 'application/json' })
+      res.writeHead(behaviour.status ?? 200, { 'content-type': behaviour.contentType ?? 'application/json', ...(behaviour.kind === 'json' ? behaviour.headers : {}) })
       write(body)
       res.end()
       return

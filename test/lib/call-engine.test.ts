@@ -224,20 +224,23 @@ t.test('the cancel listener is removed once the call has ended', async (t) => {
 })
 
 t.test('a refused hedge is not sent, is asked once, and the call keeps waiting for attempt 1', async (t) => {
-  let asked = 0
-  const { clock, started, call } = setup({ mayHedge: () => { asked++; return false } })
+  const asked: number[] = []
+  const { clock, started, call } = setup({ mayHedge: (timeLeftMs) => { asked.push(timeLeftMs); return false } })
   clock.advance(100)
   t.equal(started.length, 1, 'no hedge')
-  t.equal(asked, 1, 'asked once, when the hedge was due')
+  t.same(asked, [1000 - 40], 'asked once, when the hedge was due, with the time left until the deadline')
   started[0]?.succeed('alone')
   t.match(await call, { ending: 'complete', successes: [{ attempt: 1 }] })
 })
 
 t.test('a refused hedge after an early failure ends the call at once, with no success', async (t) => {
-  const { started, call } = setup({ mayHedge: () => false })
+  const asked: number[] = []
+  const { clock, started, call } = setup({ mayHedge: (timeLeftMs) => { asked.push(timeLeftMs); return false } })
+  clock.advance(15)
   started[0]?.fail('http_error')
   t.match(await call, { ending: 'complete', successes: [], failures: ['attempt 1: http_error'] })
   t.equal(started.length, 1)
+  t.same(asked, [1000 - 15], 'asked at the failure, with the time left then')
 })
 
 t.test('an allowed hedge goes out as usual', async (t) => {

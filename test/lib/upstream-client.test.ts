@@ -1,7 +1,12 @@
 import t, { type Test } from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { createUpstreamClient } from '../../lib/upstream-client.js'
+import { createUpstreamClient, type AttemptTags } from '../../lib/upstream-client.js'
 import { startScriptedUpstream, type UpstreamBehaviour } from '../helpers/scripted-upstream.js'
+
+/** What the service tags each attempt with; the deadline is far off unless a test says otherwise. */
+function tags (requestId: string, { attempt = 1, deadlineInMs = 60_000 } = {}): AttemptTags {
+  return { requestId, attempt, deadline: performance.now() + deadlineInMs }
+}
 
 /** The real got-based client against a scripted loopback upstream, both closed when the test ends. */
 async function clientAgainst (t: Test, script: (n: number) => UpstreamBehaviour,
@@ -21,7 +26,7 @@ async function attemptAgainst (t: Test, behaviour: UpstreamBehaviour,
   const { client, upstream } = await clientAgainst(t, () => behaviour, { maxBodyBytes })
   const controller = new AbortController()
   if (abortAfterMs !== undefined) setTimeout(() => controller.abort('lost'), abortAfterMs)
-  const outcome = await client.attempt(controller.signal, timeoutMs, 'test-request-id')
+  const outcome = await client.attempt(controller.signal, timeoutMs, tags('test-request-id'))
   return { outcome, upstream }
 }
 
@@ -62,14 +67,14 @@ t.test('an abort is reported as aborted, with the abort reason, and resets the c
 
 t.test('an attempt given an already aborted signal stops at once', async (t) => {
   const { client } = await clientAgainst(t, () => ({ kind: 'hang' }))
-  const outcome = await client.attempt(AbortSignal.abort('cancelled'), 5000, 'test-request-id')
+  const outcome = await client.attempt(AbortSignal.abort('cancelled'), 5000, tags('test-request-id'))
   t.same(outcome, { ok: false, reason: 'aborted', detail: 'cancelled' })
 })
 
 t.test('an abort before the connection is even open stops the attempt too', async (t) => {
   const { client } = await clientAgainst(t, () => ({ kind: 'hang' }))
   const controller = new AbortController()
-  const attempt = client.attempt(controller.signal, 5000, 'test-request-id')
+  const attempt = client.attempt(controller.signal, 5000, tags('test-request-id'))
   controller.abort('deadline') // got opens its connection asynchronously: there is no socket yet
   t.same(await attempt, { ok: false, reason: 'aborted', detail: 'deadline' })
 })
@@ -85,8 +90,8 @@ t.test('an abort while the body is streaming also stops the download', async (t)
 t.test('a successful attempt leaves its keep-alive socket open for the next one', async (t) => {
   const { client, upstream } = await clientAgainst(t, () => ({ kind: 'json' }))
   const signal = new AbortController().signal
-  t.match(await client.attempt(signal, 1000, 'test-request-id'), { ok: true })
-  t.match(await client.attempt(signal, 1000, 'test-request-id'), { ok: true })
+  t.match(await client.attempt(signal, 1000, tags('test-request-id')), { ok: true })
+  t.match(await client.attempt(signal, 1000, tags('test-request-id')), { ok: true })
   t.equal(upstream.openSockets(), 1, 'both attempts used one pooled connection')
   client.close()
   await sleep(20)
@@ -99,9 +104,9 @@ t.test('beyond maxSockets, attempts wait for a free connection instead of openin
   const first = new AbortController()
   const second = new AbortController()
   const attempts = [
-    client.attempt(first.signal, 5000, 'one'),
-    client.attempt(second.signal, 5000, 'two'),
-    client.attempt(new AbortController().signal, 5000, 'three')
+    client.attempt(first.signal, 5000, tags('one')),
+    client.attempt(second.signal, 5000, tags('two')),
+    client.attempt(new AbortController().signal, 5000, tags('three'))
   ]
   await sleep(100)
   t.equal(upstream.requests.length, 2, 'the third attempt waits: only two requests reached the upstream')
@@ -118,9 +123,9 @@ t.test('beyond maxSockets, attempts wait for a free connection instead of openin
 t.test('an attempt aborted while it waits for a connection never reaches the upstream', async (t) => {
   const { client, upstream } = await clientAgainst(t, () => ({ kind: 'hang' }), { maxSockets: 1 })
   const holder = new AbortController()
-  const holding = client.attempt(holder.signal, 5000, 'holder')
+  const holding = client.attempt(holder.signal, 5000, tags('holder'))
   const waiter = new AbortController()
-  const waiting = client.attempt(waiter.signal, 5000, 'waiter')
+  const waiting = client.attempt(waiter.signal, 5000, tags('waiter'))
   await sleep(50)
   waiter.abort('deadline')
   t.same(await waiting, { ok: false, reason: 'aborted', detail: 'deadline' })
@@ -133,9 +138,9 @@ t.test('an attempt aborted while it waits for a connection never reaches the ups
 t.test("an attempt's time limit covers its wait for a connection", async (t) => {
   const { client, upstream } = await clientAgainst(t, () => ({ kind: 'hang' }), { maxSockets: 1 })
   const holder = new AbortController()
-  const holding = client.attempt(holder.signal, 5000, 'holder')
+  const holding = client.attempt(holder.signal, 5000, tags('holder'))
   const begin = performance.now()
-  const outcome = await client.attempt(new AbortController().signal, 80, 'waiter')
+  const outcome = await client.attempt(new AbortController().signal, 80, tags('waiter'))
   const took = performance.now() - begin
   t.same(outcome, { ok: false, reason: 'timeout', detail: 'no upstream connection free within 80 ms' })
   t.ok(took >= 79 && took < 80 + 50, `timed out while waiting (${took.toFixed(1)} ms)`)
@@ -147,10 +152,10 @@ t.test("an attempt's time limit covers its wait for a connection", async (t) => 
 t.test('a waiting attempt that gets its connection late has only the rest of its time limit', async (t) => {
   const { client, upstream } = await clientAgainst(t, () => ({ kind: 'hang' }), { maxSockets: 1 })
   const holder = new AbortController()
-  const holding = client.attempt(holder.signal, 5000, 'holder')
+  const holding = client.attempt(holder.signal, 5000, tags('holder'))
   setTimeout(() => holder.abort('lost'), 60)
   const begin = performance.now()
-  const outcome = await client.attempt(new AbortController().signal, 150, 'waiter')
+  const outcome = await client.attempt(new AbortController().signal, 150, tags('waiter'))
   const took = performance.now() - begin
   t.match(outcome, { ok: false, reason: 'timeout', detail: /Timeout awaiting 'request' for \d+(\.\d+)?ms/ })
   t.ok(took >= 149 && took < 150 + 50, `the limit counted from the first call (${took.toFixed(1)} ms)`)
@@ -161,13 +166,13 @@ t.test('a waiting attempt that gets its connection late has only the rest of its
 t.test('a freed connection goes to the newest waiting attempt, which has the most time left', async (t) => {
   const { client, upstream } = await clientAgainst(t, (n) => n === 1 ? { kind: 'hang' } : { kind: 'json', body: { n } }, { maxSockets: 1 })
   const holder = new AbortController()
-  const holding = client.attempt(holder.signal, 5000, 'holder')
+  const holding = client.attempt(holder.signal, 5000, tags('holder'))
   await sleep(50) // the holder reached the upstream
   const signal = new AbortController().signal
-  const older = client.attempt(signal, 5000, 'older')
+  const older = client.attempt(signal, 5000, tags('older'))
   const middle = new AbortController()
-  const leaving = client.attempt(middle.signal, 5000, 'middle')
-  const newer = client.attempt(signal, 5000, 'newer')
+  const leaving = client.attempt(middle.signal, 5000, tags('middle'))
+  const newer = client.attempt(signal, 5000, tags('newer'))
   middle.abort('cancelled') // leaves the line from its middle
   t.same(await leaving, { ok: false, reason: 'aborted', detail: 'cancelled' })
   holder.abort('lost')
@@ -181,5 +186,51 @@ t.test('an https upstream is called through node:https', async (t) => {
   // Nothing listens on port 1: the attempt gets as far as connecting, which only node:https does for https.
   const client = createUpstreamClient('https://127.0.0.1:1/work', { maxBodyBytes: 1024, maxSockets: 1 })
   t.teardown(() => client.close())
-  t.same(await client.attempt(new AbortController().signal, 1000, 'tls'), { ok: false, reason: 'connection_error', detail: 'ECONNREFUSED' })
+  t.same(await client.attempt(new AbortController().signal, 1000, tags('tls')), { ok: false, reason: 'connection_error', detail: 'ECONNREFUSED' })
+})
+
+t.test('every attempt tells the upstream its request id, its number and the whole ms left until the deadline', async (t) => {
+  const { client, upstream } = await clientAgainst(t, () => ({ kind: 'json' }))
+  t.match(await client.attempt(new AbortController().signal, 5000, tags('req-1', { attempt: 3, deadlineInMs: 800.9 })), { ok: true })
+  const { headers } = upstream.requests[0] as { headers: Record<string, string> }
+  t.equal(headers['x-request-id'], 'req-1')
+  t.equal(headers['x-attempt'], '3')
+  const left = Number(headers['x-timeout-ms'])
+  t.ok(Number.isInteger(left) && left <= 800 && left > 800 - 50, `x-timeout-ms ${headers['x-timeout-ms']}`)
+})
+
+t.test('x-timeout-ms is counted when the attempt leaves, after its wait for a connection; never below 0', async (t) => {
+  const { client, upstream } = await clientAgainst(t, (n) => n === 1 ? { kind: 'hang' } : { kind: 'json' }, { maxSockets: 1 })
+  const holder = new AbortController()
+  const holding = client.attempt(holder.signal, 5000, tags('holder'))
+  setTimeout(() => holder.abort('lost'), 300)
+  t.match(await client.attempt(new AbortController().signal, 5000, tags('waiter', { deadlineInMs: 1000 })), { ok: true })
+  await holding
+  const waited = Number(upstream.requests[1]?.headers['x-timeout-ms'])
+  t.ok(waited <= 700 && waited > 700 - 60, `x-timeout-ms ${waited} after a 300 ms wait`)
+  t.match(await client.attempt(new AbortController().signal, 5000, tags('late', { deadlineInMs: -5 })), { ok: true })
+  t.equal(upstream.requests[2]?.headers['x-timeout-ms'], '0', 'a deadline already past is sent as 0')
+})
+
+t.test('429 and 503 with Retry-After are failed attempts that carry the pushback; other failures carry none', async (t) => {
+  const answers: UpstreamBehaviour[] = [
+    { kind: 'json', status: 503, headers: { 'retry-after': '2' } },
+    { kind: 'json', status: 429, headers: { 'retry-after': 'Wed, 02 Dec 2026 12:00:05 GMT' } },
+    { kind: 'json', status: 503 },
+    { kind: 'json', status: 500, headers: { 'retry-after': '2' } }
+  ]
+  const { client } = await clientAgainst(t, (n) => answers[n - 1] as UpstreamBehaviour)
+  const outcomes = []
+  for (let i = 0; i < answers.length; i++) outcomes.push(await client.attempt(new AbortController().signal, 5000, tags(`r${i}`)))
+  t.same(outcomes, [
+    { ok: false, reason: 'http_error', detail: 'status 503, Retry-After 2', pushback: { statusCode: 503, retryAfter: '2' } },
+    {
+      ok: false,
+      reason: 'http_error',
+      detail: 'status 429, Retry-After Wed, 02 Dec 2026 12:00:05 GMT',
+      pushback: { statusCode: 429, retryAfter: 'Wed, 02 Dec 2026 12:00:05 GMT' }
+    },
+    { ok: false, reason: 'http_error', detail: 'status 503' },
+    { ok: false, reason: 'http_error', detail: 'status 500' }
+  ])
 })

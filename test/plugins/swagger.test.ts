@@ -88,7 +88,7 @@ t.test('/docs/json is an OpenAPI 3 document of the service', async (t) => {
   t.same(problems, [], 'paths, operations, responses and schemas are well formed')
 })
 
-t.test('GET /api/smart is documented with its timeout parameter and every answer', async (t) => {
+t.test('GET /api/smart is documented with its timeout parameter, the x-timeout-ms header and every answer', async (t) => {
   const { document } = await setup(t)
   const paths = object(document.paths)
   t.same(Object.keys(object(paths['/api/smart'])), ['get'],
@@ -98,11 +98,13 @@ t.test('GET /api/smart is documented with its timeout parameter and every answer
   const operation = object(object(paths['/api/smart']).get)
 
   const parameters = (operation.parameters ?? []) as Json[]
-  t.equal(parameters.length, 1, 'one parameter')
-  const timeout = parameters[0] ?? {}
+  t.equal(parameters.length, 2, 'two parameters')
+  const [timeout = {}, header = {}] = parameters
   t.match(timeout, { name: 'timeout', in: 'query', required: false, description: /milliseconds/, example: '1000' })
   t.match(timeout.schema, { type: 'string', pattern: String, 'x-decimal-maximum': 60000 },
     'the Ajv-only keyword is kept as an extension')
+  t.match(header, { name: 'x-timeout-ms', in: 'header', required: false, description: /deadline/, example: '1000' })
+  t.same(header.schema, timeout.schema, 'the header follows the rules of timeout')
   const ajv = new Ajv({ strict: false })
   t.ok(ajv.validate(object(timeout.schema), timeout.example), 'the example is a valid timeout')
 
