@@ -27,7 +27,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{1
 /** The path of the scripted upstream's URL: the only target it may be asked for, whatever the query. */
 const UPSTREAM_PATH = '/work'
 /** got's own headers, and the request id: nothing else may reach the upstream. */
-const UPSTREAM_HEADERS = ['accept-encoding', 'connection', 'host', 'user-agent', 'x-request-id']
+const UPSTREAM_HEADERS = ['accept-encoding', 'connection', 'host', 'user-agent', 'x-attempt', 'x-request-id', 'x-timeout-ms']
 
 interface RawAnswer extends RawResponse {
   /** The body parsed as JSON, or undefined. */
@@ -311,12 +311,15 @@ t.test('oversize and huge input: Node refuses what is over its limits, the servi
 
 /** tchar of RFC 9110: the characters a header name may have. */
 const TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-/** Headers that change how the request is framed or handled by Node; the request id is sent on its own. */
-const FRAMING = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'expect', 'upgrade', 'x-request-id'])
+/**
+ * Headers that change how the request is framed or handled by Node; the request id is sent on its own, and
+ * x-timeout-ms is validated like `timeout` (test/routes/api/deadline-protocol.test.ts).
+ */
+const FRAMING = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'expect', 'upgrade', 'x-request-id', 'x-timeout-ms'])
 /** Headers a careless proxy would pass on, and some that name things the service has. */
 const TEMPTING = ['authorization', 'proxy-authorization', 'cookie', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto',
   'forwarded', 'x-real-ip', 'via', 'referer', 'origin', 'user-agent', 'accept', 'accept-encoding', 'range', 'if-none-match',
-  'cache-control', 'x-upstream-url', 'x-original-url', 'x-rewrite-url', 'x-http-method-override', 'max-forwards', 'timeout', 'x-timeout']
+  'cache-control', 'x-upstream-url', 'x-original-url', 'x-rewrite-url', 'x-http-method-override', 'max-forwards', 'timeout', 'x-timeout', 'x-attempt']
 
 const headerName: fc.Arbitrary<string> = fc.oneof(
   fc.string({ unit: fc.constantFrom(...TCHAR), minLength: 1, maxLength: 40 }),
@@ -348,9 +351,13 @@ const fuzzedHeaders = fc.record({
 t.test('fuzzed headers: answered 200, the request id validated, and nothing else reaches the upstream', async (t) => {
   const fixture = await setup(t)
   await assertStillUp(t, fixture)
-  const { 'x-request-id': baselineId, ...baseline } = fixture.upstream.requests[0]?.headers ?? {}
+  // The time left differs from request to request; it is checked on its own.
+  const { 'x-request-id': baselineId, 'x-timeout-ms': baselineLeft, ...baseline } = fixture.upstream.requests[0]?.headers ?? {}
+  t.match(baselineLeft, /^[0-9]+$/)
   t.match(baselineId, UUID, 'a plain request gets a generated id')
-  t.same(Object.keys(baseline).sort(), UPSTREAM_HEADERS.filter((name) => name !== 'x-request-id'), "got's own headers only")
+  t.same(Object.keys(baseline).sort(), UPSTREAM_HEADERS.filter((name) => name !== 'x-request-id' && name !== 'x-timeout-ms'),
+    "got's own headers and the deadline protocol's only")
+  t.equal(baseline['x-attempt'], '1')
   await fc.assert(fc.asyncProperty(fuzzedHeaders, async ({ headers, requestId, query }) => {
     const sent = requestId === undefined ? headers : [...headers, requestId]
     const before = fixture.upstream.requests.length
@@ -365,8 +372,12 @@ t.test('fuzzed headers: answered 200, the request id validated, and nothing else
     }
     const forwarded = fixture.upstream.requests.slice(before)
     if (forwarded.length !== 1) throw new Error(`${context}: ${forwarded.length} upstream requests`)
-    const { 'x-request-id': upstreamId, ...rest } = forwarded[0]?.headers ?? {}
+    const { 'x-request-id': upstreamId, 'x-timeout-ms': left, ...rest } = forwarded[0]?.headers ?? {}
     if (upstreamId !== id) throw new Error(`${context}: the upstream got request id ${JSON.stringify(upstreamId)}, not ${id}`)
+    const budgetMs = query === '?timeout=1000' ? 1000 : MAX_TIMEOUT_MS
+    if (!(typeof left === 'string' && /^[0-9]+$/.test(left) && Number(left) <= budgetMs && Number(left) > budgetMs - 1000)) {
+      throw new Error(`${context}: the upstream was told x-timeout-ms ${JSON.stringify(left)} of ${budgetMs}`)
+    }
     if (JSON.stringify(rest) !== JSON.stringify(baseline)) {
       throw new Error(`${context}: the upstream got other headers: ${JSON.stringify(rest)}`)
     }
