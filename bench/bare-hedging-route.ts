@@ -20,6 +20,8 @@ import Fastify, { type FastifyReply } from 'fastify'
 import got from 'got'
 import { Agent, request } from 'node:http'
 
+// SPEC §4's reference schedule (lib/constants.ts), written out: this file is compiled and run on its own, with
+// no import from the service.
 const HEDGE_DELAY_MS = 300
 const HEDGE_REQUESTS = 2
 const DEFAULT_TIMEOUT_MS = 60_000

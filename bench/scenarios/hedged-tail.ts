@@ -5,6 +5,7 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { REFERENCE_HEDGE_DELAY_MS, REFERENCE_HEDGE_REQUESTS } from '../../lib/constants.js'
 import { runClosedLoop } from '../closed-loop.js'
 import { statusOf } from '../http-client.js'
 import { REPO_ROOT } from '../processes.js'
@@ -18,8 +19,9 @@ import { SIMULATOR_PROFILE } from '../upstream-servers.js'
 import { startUpstream } from '../upstreams.js'
 
 const TIMEOUT_MS = 1000
-const HEDGE_DELAY_MS = 300
-const HEDGE_REQUESTS = 2
+/** The service runs with its defaults: the reference schedule. */
+const HEDGE_DELAY_MS = REFERENCE_HEDGE_DELAY_MS
+const HEDGE_REQUESTS = REFERENCE_HEDGE_REQUESTS
 const CLIENT_COUNTS = [30, 500]
 const MAX_REQUESTS = 2000
 const MAX_DURATION_MS = 20_000
