@@ -1,6 +1,6 @@
 /**
  * The benchmark suite: `npm run bench` (build, then every scenario in sequence), or
- *   tsx bench/run.ts [--only throughput|yardstick|deadline|hedged-tail|memory] [--profile] [--node <path>]
+ *   tsx bench/run.ts [--only throughput|yardstick|deadline|hedged-tail|policies|memory] [--profile] [--node <path>]
  * Progress goes to stderr, the report to stdout; the numbers also go to bench/results.json and the plots to
  * bench/plots/. With --profile, every service process writes a CPU profile to bench/profiles/<phase>/.
  * With --node, every process under test (service, yardsticks, upstreams) runs on that node executable, while
@@ -20,10 +20,11 @@ import type { Scenario, ScenarioContext } from './scenario.js'
 import { deadline } from './scenarios/deadline.js'
 import { hedgedTail } from './scenarios/hedged-tail.js'
 import { memory } from './scenarios/memory.js'
+import { policies } from './scenarios/policies.js'
 import { throughput } from './scenarios/throughput.js'
 import { yardstick } from './scenarios/yardstick.js'
 
-const SCENARIOS: readonly Scenario[] = [throughput, yardstick, deadline, hedgedTail, memory]
+const SCENARIOS: readonly Scenario[] = [throughput, yardstick, deadline, hedgedTail, policies, memory]
 
 interface Machine {
   cpuModel: string

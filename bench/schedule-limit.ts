@@ -22,6 +22,10 @@ export interface ScheduleLimit {
   p50Ms: number
   p90Ms: number
   p99Ms: number
+  /** Share of requests whose hedges went out. */
+  hedgedShare: number
+  /** Upstream attempts per request. */
+  attemptsPerRequest: number
   /** Every success's latency, ascending (for the CDF plot). */
   successLatenciesMs: number[]
 }
@@ -40,18 +44,35 @@ function drawFate (profile: SimulatorProfile, random: () => number): AttemptFate
   return { endsAfterMs: delayMs, ok: roll >= profile.hangRate + profile.errorRate + profile.invalidJsonRate }
 }
 
-/** Time of the first success of one client request, or +Infinity when none comes. */
-function firstSuccessMs (profile: SimulatorProfile, schedule: Schedule, random: () => number): number {
+/** How one client request went: when its first success came (+Infinity when none did), and whether it hedged. */
+interface RequestFate {
+  successMs: number
+  hedged: boolean
+}
+
+function requestFate (profile: SimulatorProfile, schedule: Schedule, random: () => number): RequestFate {
   const first = drawFate(profile, random)
-  if (first.ok && first.endsAfterMs <= schedule.hedgeDelayMs) return first.endsAfterMs
+  if (first.ok && first.endsAfterMs <= schedule.hedgeDelayMs) return { successMs: first.endsAfterMs, hedged: false }
   let best = first.ok ? first.endsAfterMs : Number.POSITIVE_INFINITY
   // An early failure starts the hedges at once: waiting for the timer would only add latency.
   const hedgesStartMs = first.endsAfterMs < schedule.hedgeDelayMs ? first.endsAfterMs : schedule.hedgeDelayMs
+  // Hedges due at or after the deadline are never sent.
+  const hedged = schedule.hedgeRequests > 0 && hedgesStartMs < schedule.timeoutMs
+  if (!hedged) return { successMs: best, hedged }
   for (let hedge = 0; hedge < schedule.hedgeRequests; hedge++) {
     const fate = drawFate(profile, random)
     if (fate.ok) best = Math.min(best, hedgesStartMs + fate.endsAfterMs)
   }
-  return best
+  return { successMs: best, hedged }
+}
+
+/**
+ * The delay HEDGE_POLICY=adaptive settles on against a profile: the nearest-rank `quantile` of its successful
+ * attempts' latencies, which are drawn uniformly from whole milliseconds minDelayMs…maxDelayMs.
+ */
+export function adaptiveHedgeDelayMs (profile: SimulatorProfile, quantile: number): number {
+  const span = profile.maxDelayMs - profile.minDelayMs + 1
+  return profile.minDelayMs + Math.max(Math.ceil(quantile * span) - 1, 0)
 }
 
 /**
@@ -72,17 +93,22 @@ const LIMIT_SEED = 1
 
 export function scheduleLimit (profile: SimulatorProfile, schedule: Schedule, trials = 1_000_000, random = seededRandom(LIMIT_SEED)): ScheduleLimit {
   const successes: number[] = []
+  let hedgedRequests = 0
   for (let trial = 0; trial < trials; trial++) {
-    const successMs = firstSuccessMs(profile, schedule, random)
+    const { successMs, hedged } = requestFate(profile, schedule, random)
     if (successMs <= schedule.timeoutMs) successes.push(successMs)
+    if (hedged) hedgedRequests++
   }
   const sorted = ascending(successes)
+  const hedgedShare = hedgedRequests / trials
   return {
     trials,
     successRate: sorted.length / trials,
     p50Ms: quantile(sorted, 0.5),
     p90Ms: quantile(sorted, 0.9),
     p99Ms: quantile(sorted, 0.99),
+    hedgedShare,
+    attemptsPerRequest: 1 + hedgedShare * schedule.hedgeRequests,
     successLatenciesMs: sorted
   }
 }

@@ -1,5 +1,5 @@
 /**
- * Two kinds of chart as hand-written SVG (no plotting library): lines (for CDFs) and a histogram.
+ * Three kinds of chart as hand-written SVG (no plotting library): lines (for CDFs), a histogram, and labelled points.
  * Plain SVG 1.1 with inline attributes, so GitHub and any browser render it as an image.
  */
 
@@ -172,5 +172,68 @@ export function histogram (options: HistogramOptions): string {
     { label: options.barLabel, color: options.barColor, swatch: 'box' },
     ...options.markers.map((marker) => ({ label: marker.label, color: marker.color, dashed: true, swatch: 'line' as const }))
   ], 'top-right'))
+  return svg(parts)
+}
+
+export type MarkerShape = 'circle' | 'square' | 'triangle'
+
+export interface ScatterPoint {
+  x: number
+  y: number
+  /** Written beside the point. */
+  label: string
+  color: string
+  shape: MarkerShape
+  /** An outline only: a reference (e.g. a simulated limit) rather than a measurement. */
+  hollow?: boolean
+  /** Where the label goes beside the point (level with it by default), so that close points keep readable labels. */
+  labelPosition?: 'level' | 'above' | 'below'
+}
+
+export interface ScatterChartOptions extends Titles {
+  xMax: number
+  yMin: number
+  yMax: number
+  formatY: (y: number) => string
+  points: readonly ScatterPoint[]
+  /** What each shape and outline means, for the legend. */
+  legend: ReadonlyArray<{ label: string, shape: MarkerShape, hollow?: boolean }>
+}
+
+function markerPath (shape: MarkerShape, x: number, y: number, size: number): string {
+  switch (shape) {
+    case 'circle': return `<circle cx="${x.toFixed(1)}" cy="${y.toFixed(1)}" r="${size}"`
+    case 'square': return `<rect x="${(x - size).toFixed(1)}" y="${(y - size).toFixed(1)}" width="${2 * size}" height="${2 * size}"`
+    case 'triangle': return `<polygon points="${x.toFixed(1)},${(y - size * 1.2).toFixed(1)} ${(x - size * 1.1).toFixed(1)},${(y + size * 0.8).toFixed(1)} ${(x + size * 1.1).toFixed(1)},${(y + size * 0.8).toFixed(1)}"`
+  }
+}
+
+function marker (shape: MarkerShape, x: number, y: number, color: string, hollow: boolean): string {
+  const paint = hollow ? `fill="white" stroke="${color}" stroke-width="2"` : `fill="${color}" stroke="${color}"`
+  return `${markerPath(shape, x, y, 6)} ${paint}/>`
+}
+
+/** Points with a label each, e.g. upstream calls per request against p90 for each configuration. */
+export function scatterChart (options: ScatterChartOptions): string {
+  const axes: Axes = { xMin: 0, xMax: options.xMax, yMin: options.yMin, yMax: options.yMax }
+  const parts = frame(axes, options, options.formatY)
+  for (const point of options.points) {
+    const px = scaleX(axes, Math.min(point.x, axes.xMax))
+    const py = scaleY(axes, Math.min(Math.max(point.y, axes.yMin), axes.yMax))
+    parts.push(marker(point.shape, px, py, point.color, point.hollow === true))
+    const labelOffset = { level: 4, above: -7, below: 16 }[point.labelPosition ?? 'level']
+    parts.push(text(px + 10, py + labelOffset, point.label, `font-size="11.5" fill="${point.color}"`))
+  }
+  const rowHeight = 20
+  const width = 12 + 34 + 7.2 * Math.max(...options.legend.map((entry) => entry.label.length))
+  const height = 10 + rowHeight * options.legend.length
+  const x = MARGIN.left + PLOT_WIDTH - width - 10
+  const y = MARGIN.top + PLOT_HEIGHT - height - 10
+  parts.push(`<rect x="${x.toFixed(1)}" y="${y}" width="${width.toFixed(1)}" height="${height}" fill="white" fill-opacity="0.9" stroke="#999"/>`)
+  options.legend.forEach((entry, index) => {
+    const rowY = y + 15 + index * rowHeight
+    parts.push(marker(entry.shape, x + 22, rowY, '#444', entry.hollow === true))
+    parts.push(text(x + 44, rowY + 4, entry.label, 'font-size="13"'))
+  })
   return svg(parts)
 }

@@ -6,7 +6,9 @@ import { subscribe } from 'node:diagnostics_channel'
 import { once } from 'node:events'
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import { createServer as createNetServer, type Socket } from 'node:net'
-import { DEFAULT_PROFILE, startSimulator } from '../simulator/simulator.js'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { ATTEMPT_HEADER } from '../lib/constants.js'
+import { DEFAULT_PROFILE, SIMULATOR_PROFILES, startSimulator, type SimulatorProfileName } from '../simulator/simulator.js'
 
 export type UpstreamKind = 'instant' | 'silent' | 'simulator'
 
@@ -15,6 +17,10 @@ export interface UpstreamCounters {
   requests: number
   /** Sockets open right now (silent only; -1 where not tracked). */
   openSockets: number
+  /** Requests that were a call's first attempt (`x-attempt: 1`; simulator only, -1 where not tracked). */
+  firstAttempts: number
+  /** First attempts answered 503 at once because the upstream was over capacity (simulator only, -1 where not tracked). */
+  firstAttemptsShed: number
 }
 
 export interface RunningUpstream {
@@ -57,7 +63,7 @@ async function startInstantUpstream (): Promise<RunningUpstream> {
   const url = await listen(server)
   return {
     url,
-    counters: () => ({ requests, openSockets: -1 }),
+    counters: () => ({ requests, openSockets: -1, firstAttempts: -1, firstAttemptsShed: -1 }),
     close: async () => {
       server.closeAllConnections()
       server.close()
@@ -82,7 +88,7 @@ async function startSilentUpstream (): Promise<RunningUpstream> {
   const url = await listen(server)
   return {
     url,
-    counters: () => ({ requests: accepted, openSockets: sockets.size }),
+    counters: () => ({ requests: accepted, openSockets: sockets.size, firstAttempts: -1, firstAttemptsShed: -1 }),
     close: async () => {
       for (const socket of sockets) socket.destroy()
       server.close()
@@ -91,20 +97,35 @@ async function startSilentUpstream (): Promise<RunningUpstream> {
 }
 
 /**
- * The project's seeded simulator, unchanged. It does not expose its server, so requests are counted
- * through Node's own HTTP diagnostics channel, which sees every request any server of this process gets.
+ * The project's seeded simulator, unchanged, with one of its profiles (SIMULATOR_PROFILE). It does not expose its
+ * server, so requests are counted through Node's own HTTP diagnostics channels, which see every request any server
+ * of this process gets and every response it finishes.
  */
-async function startSimulatedUpstream (): Promise<RunningUpstream> {
+async function startSimulatedUpstream (profileName: SimulatorProfileName): Promise<RunningUpstream> {
   let requests = 0
-  subscribe('http.server.request.start', () => { requests++ })
-  const simulator = await startSimulator({ seed: SIMULATOR_SEED, host: '127.0.0.1', profile: SIMULATOR_PROFILE })
-  return { url: simulator.url, counters: () => ({ requests, openSockets: -1 }), close: () => simulator.close() }
+  let firstAttempts = 0
+  let firstAttemptsShed = 0
+  const isFirstAttempt = (request: IncomingMessage): boolean => request.headers[ATTEMPT_HEADER] === '1'
+  subscribe('http.server.request.start', (message) => {
+    requests++
+    if (isFirstAttempt((message as { request: IncomingMessage }).request)) firstAttempts++
+  })
+  subscribe('http.server.response.finish', (message) => {
+    const { request, response } = message as { request: IncomingMessage, response: ServerResponse }
+    if (response.statusCode === 503 && isFirstAttempt(request)) firstAttemptsShed++
+  })
+  const simulator = await startSimulator({ seed: SIMULATOR_SEED, host: '127.0.0.1', profile: SIMULATOR_PROFILES[profileName] })
+  return {
+    url: simulator.url,
+    counters: () => ({ requests, openSockets: -1, firstAttempts, firstAttemptsShed }),
+    close: () => simulator.close()
+  }
 }
 
-export function startUpstreamServer (kind: UpstreamKind): Promise<RunningUpstream> {
+export function startUpstreamServer (kind: UpstreamKind, profileName: SimulatorProfileName = 'exponea'): Promise<RunningUpstream> {
   switch (kind) {
     case 'instant': return startInstantUpstream()
     case 'silent': return startSilentUpstream()
-    case 'simulator': return startSimulatedUpstream()
+    case 'simulator': return startSimulatedUpstream(profileName)
   }
 }

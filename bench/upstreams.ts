@@ -8,6 +8,7 @@
 import { once } from 'node:events'
 import { spawnNode, typeScriptEntry } from './processes.js'
 import type { UpstreamMessage } from './upstream-process.js'
+import type { SimulatorProfileName } from '../simulator/simulator.js'
 import type { UpstreamCounters, UpstreamKind } from './upstream-servers.js'
 
 export interface UpstreamProcess {
@@ -17,8 +18,9 @@ export interface UpstreamProcess {
   stop (): Promise<void>
 }
 
-export async function startUpstream (kind: UpstreamKind): Promise<UpstreamProcess> {
-  const started = spawnNode({ nodeArgs: [...typeScriptEntry('upstream-process.ts'), kind], ipc: true })
+/** `profileName` chooses the simulator's profile (SIMULATOR_PROFILE); the other kinds have none. */
+export async function startUpstream (kind: UpstreamKind, profileName: SimulatorProfileName = 'exponea'): Promise<UpstreamProcess> {
+  const started = spawnNode({ nodeArgs: [...typeScriptEntry('upstream-process.ts'), kind, profileName], ipc: true })
   const { child } = started
   const [first] = await Promise.race([
     once(child, 'message') as Promise<[UpstreamMessage]>,
@@ -33,7 +35,8 @@ export async function startUpstream (kind: UpstreamKind): Promise<UpstreamProces
     child.send('counters')
     const [message] = await answer
     if (message.type !== 'counters') throw new Error(`unexpected message from the upstream: ${message.type}`)
-    return { requests: message.requests, openSockets: message.openSockets }
+    const { type: _type, ...counters } = message
+    return counters
   }
   const counters = (): Promise<UpstreamCounters> => {
     const next = queue.then(ask)
