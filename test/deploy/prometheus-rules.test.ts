@@ -8,6 +8,7 @@
  * promtool is required, not optional: .ci/run installs Debian's `prometheus` package, which brings it.
  */
 import t from 'tap'
+import { readFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { findExecutable, run } from '../helpers/docker-engine.js'
 import { call, withService } from '../helpers/service.js'
@@ -132,6 +133,20 @@ t.test('every metric the rules read is exported by the service (or recorded by a
       }
     }
   }
+})
+
+t.test('the README lists every recording rule and every alert', async (t) => {
+  const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8')
+  const section = readme.slice(readme.indexOf('### Monitoring'), readme.indexOf('\n### ', readme.indexOf('### Monitoring') + 1))
+  t.ok(section.length > 1000, 'a Monitoring section under Operating')
+  const lines = section.split('\n')
+  for (const { record } of recordingRules()) {
+    // A row may name several rules of one metric: `level:metric:p50_rate1m`, `p90_rate1m`.
+    const prefix = record.slice(0, record.lastIndexOf(':') + 1)
+    const operations = record.slice(prefix.length)
+    t.ok(lines.some((line) => line.includes(`\`${record}\``) || (line.includes(`\`${prefix}`) && line.includes(`\`${operations}\``))), record)
+  }
+  for (const { alert } of alertingRules()) t.match(section, new RegExp(`^\\| \`${alert}\` \\|.*\\|.*\\|.*\\|$`, 'm'), `${alert}: a row with its runbook`)
 })
 
 t.test('metricNamesIn finds metric names, not functions, keywords, labels or durations', async (t) => {
