@@ -17,7 +17,7 @@ import { findCompose } from '../helpers/docker-engine.js'
 import { call, withService } from '../helpers/service.js'
 import {
   SCRAPE_SERIES, dashboardFiles, exportedMetricNames, grafanaDir, metricNamesIn, panelQueries, readDashboard, readYaml,
-  recordingRules, renderVariables, repoRoot, serviceScrapeJob, variableQueryText, variableValues, yamlFiles,
+  recordingRules, renderVariables, repoRoot, scrapeTargets, serviceScrapeJob, variableQueryText, variableValues, yamlFiles,
   type Dashboard
 } from './observability.js'
 
@@ -213,7 +213,7 @@ t.test('the compose file runs deploy/prometheus against the service of docker-co
   t.ok(configDir, 'deploy/prometheus is mounted')
   t.ok((prometheus.command ?? []).includes(`--config.file=${configDir ?? '?'}/prometheus.yml`), 'Prometheus reads deploy/prometheus/prometheus.yml')
   const app = parseYaml(readFileSync(join(repoRoot, 'docker-compose.yml'), 'utf8'), { merge: true }) as { services: Record<string, ComposeService> }
-  const targets = serviceScrapeJob().static_configs?.flatMap((config) => config.targets) ?? []
+  const targets = scrapeTargets(serviceScrapeJob())
   t.ok(targets.length > 0, 'prometheus.yml has targets')
   for (const target of targets) {
     const [host = '', port] = target.split(':')
@@ -230,14 +230,21 @@ const compose = findCompose()
 const skipCompose = compose === undefined &&
   'neither docker-compose nor `docker compose` is installed (apt-get install docker-compose; .ci/run installs it)'
 
-t.test('docker-compose config accepts docker-compose.yml with docker-compose.observability.yml', { skip: skipCompose }, async (t) => {
-  if (compose === undefined) return
-  const result = spawnSync(compose[0] as string, [...compose.slice(1), '-f', 'docker-compose.yml', '-f', 'docker-compose.observability.yml', 'config'], {
-    cwd: repoRoot,
-    encoding: 'utf8',
-    timeout: 60_000
+// Prometheus finds the replicas of docker-compose.replicas.yml by the same service name, so both files combine.
+const combinations: Array<[string, string[]]> = [
+  ['docker-compose.yml', ['api', 'grafana', 'prometheus', 'simulator']],
+  ['docker-compose.replicas.yml', ['api', 'grafana', 'nginx', 'prometheus', 'simulator']]
+]
+for (const [appFile, services] of combinations) {
+  t.test(`docker-compose config accepts ${appFile} with docker-compose.observability.yml`, { skip: skipCompose }, async (t) => {
+    if (compose === undefined) return
+    const result = spawnSync(compose[0] as string, [...compose.slice(1), '-f', appFile, '-f', 'docker-compose.observability.yml', 'config'], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+      timeout: 60_000
+    })
+    t.equal(result.status, 0, `${compose.join(' ')} config succeeds`, { stderr: result.stderr })
+    const normalised = parseYaml(result.stdout) as { services: Record<string, ComposeService> }
+    t.same(Object.keys(normalised.services).sort(), services)
   })
-  t.equal(result.status, 0, `${compose.join(' ')} config succeeds`, { stderr: result.stderr })
-  const normalised = parseYaml(result.stdout) as { services: Record<string, ComposeService> }
-  t.same(Object.keys(normalised.services).sort(), ['api', 'grafana', 'prometheus', 'simulator'])
-})
+}

@@ -25,6 +25,7 @@ export interface ScrapeConfig {
   job_name: string
   metrics_path?: string
   static_configs?: Array<{ targets: string[], labels?: Record<string, string> }>
+  dns_sd_configs?: Array<{ names: string[], type?: string, port?: number }>
   [setting: string]: unknown
 }
 
@@ -66,6 +67,14 @@ export type Rule = RecordingRule | AlertingRule
 export interface RuleFile {
   path: string
   groups: Array<{ name: string, interval?: string, rules: Rule[] }>
+}
+
+/** The job's targets as `host:port`: its static ones, and the names its DNS discovery looks up. */
+export function scrapeTargets (job: ScrapeConfig): string[] {
+  return [
+    ...(job.static_configs ?? []).flatMap((config) => config.targets),
+    ...(job.dns_sd_configs ?? []).flatMap((config) => config.names.map((name) => `${name}:${config.port ?? '?'}`))
+  ]
 }
 
 export function readRuleFiles (): RuleFile[] {

@@ -140,10 +140,14 @@ async function labelValues (base: string, label: string, selector: string): Prom
 /** Data: at least one sample whose value is a number (a quantile of nothing is NaN). */
 const hasData = (samples: Sample[]): boolean => samples.some((sample) => Number.isFinite(Number(sample.value[1])))
 
-/** deploy/prometheus/prometheus.yml for this test: the same rules, the service's port, 1 s intervals. */
+/**
+ * deploy/prometheus/prometheus.yml for this test: the same rules and scrape settings, 1 s intervals, and the
+ * service's loopback address as the only target instead of the compose service's (static or discovered).
+ */
 function derivedConfig (serviceTarget: string): string {
   const config = readPrometheusConfig()
-  const job = serviceScrapeJob(config)
+  const job = Object.fromEntries(Object.entries(serviceScrapeJob(config))
+    .filter(([setting]) => setting !== 'static_configs' && !setting.endsWith('_sd_configs')))
   return stringifyYaml({
     ...config,
     global: { ...config.global, scrape_interval: '1s', scrape_timeout: '1s', evaluation_interval: '1s' },
