@@ -2,6 +2,7 @@
  * Closed-loop load for the hedged-tail scenario: a fixed number of clients, each sending its next request as
  * soon as its previous answer arrived, like a pool of callers waiting on the service.
  */
+import type { Agent } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import { withGeneratorLag, type GeneratorLag } from './generator-lag.js'
 import { timedGet, unlimitedPool, type Answer } from './http-client.js'
@@ -13,6 +14,11 @@ export interface ClosedLoopOptions {
   maxRequests: number
   /** ... or once this much time has passed, whichever comes first. */
   maxDurationMs: number
+  /**
+   * The connection pool, e.g. one a warm-up filled, so that the measured run starts on open connections; left open.
+   * By default a new pool, closed at the end.
+   */
+  agent?: Agent
 }
 
 export interface ClosedLoopRun extends GeneratorLag {
@@ -25,7 +31,7 @@ export function runClosedLoop (options: ClosedLoopOptions): Promise<ClosedLoopRu
 }
 
 async function closedLoop (options: ClosedLoopOptions): Promise<{ answers: Answer[], durationMs: number }> {
-  const agent = unlimitedPool()
+  const agent = options.agent ?? unlimitedPool()
   const answers: Answer[] = []
   const startedAt = performance.now()
   const stopAt = startedAt + options.maxDurationMs
@@ -38,6 +44,6 @@ async function closedLoop (options: ClosedLoopOptions): Promise<{ answers: Answe
   }
   await Promise.all(Array.from({ length: options.clients }, client))
   const durationMs = performance.now() - startedAt
-  agent.destroy()
+  if (options.agent === undefined) agent.destroy()
   return { answers, durationMs }
 }
