@@ -5,7 +5,7 @@ import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { eventually } from '../helpers/eventually.js'
 import { openConnection } from '../helpers/raw-http.js'
-import { call, withService, type ClientAnswer } from '../helpers/service.js'
+import { call, withService, type ClientAnswer, type TestUpstream } from '../helpers/service.js'
 import { sample } from '../helpers/prometheus.js'
 
 /** Keeps this process's event loop busy, as a flood of requests would. */
@@ -90,8 +90,39 @@ const one = () => new Promise((resolve) => {
 console.log(JSON.stringify(await Promise.all(Array.from({ length: Number(count) }, one))))
 `
 
+/** An upstream in a process of its own that answers every request 200 with JSON after `delayMs` and prints its port. */
+const UPSTREAM_PROCESS = `
+import { createServer } from 'node:http'
+const delayMs = Number(process.argv[1])
+const server = createServer((request, response) => {
+  setTimeout(() => {
+    response.writeHead(200, { 'content-type': 'application/json' })
+    response.end('{"time":' + delayMs + '}')
+  }, delayMs)
+})
+server.listen(0, '127.0.0.1', () => console.log(server.address().port))
+`
+
+/**
+ * The upstream of the burst test runs apart from the service, as a real one does: in the service's process its
+ * 200 answers would take turns of the same event loop whose waits decide shedding, and the test would measure its
+ * own upstream rather than the service.
+ */
+async function startUpstreamProcess (delayMs: number): Promise<TestUpstream> {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', UPSTREAM_PROCESS, String(delayMs)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const [port] = await once(child.stdout, 'data') as [Buffer]
+  return {
+    url: `http://127.0.0.1:${port.toString().trim()}/`,
+    close: async () => {
+      const exited = once(child, 'exit')
+      child.kill()
+      await exited
+    }
+  }
+}
+
 t.test('with the defaults, a burst it can absorb is served: 200 clients connecting at once during a start-up stall, no 503', async (t) => {
-  const { service } = await withService(t, { script: () => ({ kind: 'json', delayMs: 100 }) })
+  const { service } = await withService(t, { upstream: await startUpstreamProcess(100) })
   const client = spawn(process.execPath, ['--input-type=module', '-e', BURST_CLIENT, `${service.url}/api/smart?timeout=2000`, '200'], { stdio: ['ignore', 'pipe', 'inherit'] })
   let output = ''
   client.stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
