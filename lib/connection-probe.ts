@@ -16,8 +16,16 @@ import { connect, type AddressInfo, type Server, type Socket } from 'node:net'
 const IPV4_MAPPED_PREFIX = /^::ffff:/
 
 interface Probe {
+  /** 1 for the first probe sent, 2 for the next, and so on. */
+  serial: number
   socket: Socket
   startedAtMs: number
+}
+
+/** What a sample reports: which probe it measured (0 before the first), and its wait or, if it still waits, its age. */
+export interface ProbeReading {
+  probe: number
+  waitMs: number
 }
 
 /** A wildcard address is reached through loopback; IPv4's works for a dual-stack '::' socket too. */
@@ -27,8 +35,9 @@ function probeHost (address: AddressInfo): string {
 
 export class ConnectionProbe {
   private outstanding: Probe | undefined
-  /** The wait of the last probe the server got, until `sample` reports it. */
-  private completedWaitMs = 0
+  /** The last probe sent that no longer waits, and its wait (0 for one refused or reset before the server got it). */
+  private completed: ProbeReading = { probe: 0, waitMs: 0 }
+  private sent = 0
 
   constructor (private readonly server: Server) {
     server.on('connection', this.onConnection)
@@ -38,15 +47,15 @@ export class ConnectionProbe {
 
   /**
    * The wait of the latest probe, or the age of the one still waiting (a lower bound of its wait); then sends
-   * the next probe unless one still waits. 0 while the server does not listen on a TCP port.
+   * the next probe unless one still waits. While one probe waits, every sample reports that same probe. A wait
+   * of 0 while the server does not listen on a TCP port.
    */
-  sample (nowMs: number): number {
-    if (this.outstanding !== undefined) return nowMs - this.outstanding.startedAtMs
-    const waitMs = this.completedWaitMs
-    this.completedWaitMs = 0
+  sample (nowMs: number): ProbeReading {
+    if (this.outstanding !== undefined) return { probe: this.outstanding.serial, waitMs: nowMs - this.outstanding.startedAtMs }
+    const reading = this.completed
     const address = this.server.address()
     if (address !== null && typeof address !== 'string') this.send(address, nowMs)
-    return waitMs
+    return reading
   }
 
   stop (): void {
@@ -58,7 +67,7 @@ export class ConnectionProbe {
 
   private send (address: AddressInfo, nowMs: number): void {
     const socket = connect({ port: address.port, host: probeHost(address) })
-    const probe: Probe = { socket, startedAtMs: nowMs }
+    const probe: Probe = { serial: ++this.sent, socket, startedAtMs: nowMs }
     // The server resets the probe as soon as it sees it; a refused probe (the server closing) just ends.
     socket.on('error', () => this.end(probe))
     socket.on('close', () => this.end(probe))
@@ -66,7 +75,9 @@ export class ConnectionProbe {
   }
 
   private end (probe: Probe): void {
-    if (this.outstanding === probe) this.outstanding = undefined
+    if (this.outstanding !== probe) return
+    this.completed = { probe: probe.serial, waitMs: 0 }
+    this.outstanding = undefined
   }
 
   private isProbe (remoteAddress: string | undefined, remotePort: number | undefined): boolean {
@@ -89,7 +100,7 @@ export class ConnectionProbe {
 
   private complete (): void {
     const probe = this.outstanding as Probe
-    this.completedWaitMs = performance.now() - probe.startedAtMs
+    this.completed = { probe: probe.serial, waitMs: performance.now() - probe.startedAtMs }
     probe.socket.destroy()
     this.outstanding = undefined
   }

@@ -27,7 +27,9 @@ function sheddingOnConnectionWait (fastify: FastifyInstance, maxWaitMs: number, 
   fastify.addHook('onClose', async () => probe.stop())
   const healthCheck = async (): Promise<boolean> => {
     const now = performance.now()
-    const share = shed.update(median.add(now, probe.sample(now)) > maxWaitMs)
+    const { probe: probeSerial, waitMs } = probe.sample(now)
+    // Keyed by the probe, so that a probe that still waits counts once, however often it is sampled.
+    const share = shed.update(median.add(now, waitMs, probeSerial) > maxWaitMs)
     fastify.metrics.shedShare.set(share)
     return share === 0
   }

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyRequest } from 'fastify'
-import { runCall, type CallResult } from '../lib/call-engine.js'
+import { runCall, type CallResult, type LaunchSchedule } from '../lib/call-engine.js'
 import { callPolicies, type CallPolicy, type Endpoint } from '../lib/call-policies.js'
 import type { AttemptFailure, UpstreamAttempt } from '../lib/upstream-client.js'
 
@@ -49,12 +49,22 @@ export default fp(async (fastify) => {
     return outcome
   }
 
+  /**
+   * The policy's schedule with the hedge delay in force when a call begins (HEDGE_POLICY=adaptive moves it). The
+   * policy's own object while the delay is the configured one, as it always is with `fixed`: no copy per call.
+   */
+  const scheduleInForce = ({ schedule }: CallPolicy): LaunchSchedule => {
+    const { hedge } = schedule
+    if (hedge === undefined) return schedule
+    const afterMs = hedgeAdmission.hedgeDelayMs()
+    return afterMs === hedge.afterMs ? schedule : { ...schedule, hedge: { ...hedge, afterMs } }
+  }
+
   fastify.decorate('callUpstream', (request: FastifyRequest, policy: CallPolicy, deadline: ClientDeadline) => {
-    const { hedge } = policy.schedule
+    const hedges = policy.schedule.hedge !== undefined
     const ended = runCall<string, AttemptFailure>({
       completion: policy.completion,
-      // The hedge delay is the one in force when the call begins (HEDGE_POLICY=adaptive moves it).
-      schedule: hedge === undefined ? policy.schedule : { ...policy.schedule, hedge: { ...hedge, afterMs: hedgeAdmission.hedgeDelayMs() } },
+      schedule: scheduleInForce(policy),
       deadline: deadline.at,
       cancelSignal: request.signal,
       mayHedge: hedgeAdmission.mayHedge,
@@ -70,7 +80,7 @@ export default fp(async (fastify) => {
       })
     }).then((result) => {
       record.result = result
-      hedgeAdmission.recordAttempts(result.attempts, hedge !== undefined)
+      hedgeAdmission.recordAttempts(result.attempts, hedges)
       return result
     })
     const record: UpstreamCallRecord = { deadline, result: undefined, ended }

@@ -27,12 +27,12 @@ function busy (ms: number): void {
   while (performance.now() < until) { /* busy on purpose */ }
 }
 
-/** Samples until the probe sent by the first sample has been seen; returns what the second sample reports. */
+/** Samples until the probe sent by the first sample has been seen; returns the wait the second sample reports. */
 async function probeOnce (probe: ConnectionProbe, whileWaiting: () => void = () => {}): Promise<number> {
   probe.sample(performance.now())
   whileWaiting()
   await sleep(50)
-  return probe.sample(performance.now())
+  return probe.sample(performance.now()).waitMs
 }
 
 for (const host of ['127.0.0.1', '0.0.0.0', '::']) {
@@ -55,12 +55,16 @@ t.test('a probe still waiting is reported by its age', async (t) => {
   t.teardown(() => probe.stop())
   // Whole milliseconds, so that (sentAt + 100) - sentAt is exactly 100 in floating point.
   const sentAt = Math.round(performance.now())
-  t.equal(probe.sample(sentAt), 0, 'nothing measured before the first probe')
+  t.same(probe.sample(sentAt), { probe: 0, waitMs: 0 }, 'nothing measured before the first probe')
   // Sampled again before the event loop turned: the server cannot have taken the probe yet.
-  const age = probe.sample(sentAt + 100)
-  t.equal(age, 100, 'the age of the probe that still waits')
+  t.same(probe.sample(sentAt + 100), { probe: 1, waitMs: 100 }, 'the age of the first probe, which still waits')
+  t.same(probe.sample(sentAt + 200), { probe: 1, waitMs: 200 }, 'sampled again: the same probe, older')
   await sleep(50)
-  t.ok(probe.sample(performance.now()) < 100, 'the same probe, taken since, reports its own wait')
+  const taken = probe.sample(performance.now())
+  t.equal(taken.probe, 1, 'the same probe, taken since,')
+  t.ok(taken.waitMs < 100, 'reports its own wait')
+  await sleep(50)
+  t.equal(probe.sample(performance.now()).probe, 2, 'the next sample reports the next probe')
 })
 
 t.test('a probe the server drops at its connection limit ends its wait there', async (t) => {
@@ -80,13 +84,13 @@ t.test('a probe the server drops at its connection limit ends its wait there', a
 t.test('no probe while the server does not listen; a refused probe just ends', async (t) => {
   const server = createServer()
   const probe = new ConnectionProbe(server)
-  t.equal(probe.sample(performance.now()), 0, 'not listening: nothing to measure')
+  t.same(probe.sample(performance.now()), { probe: 0, waitMs: 0 }, 'not listening: nothing to measure')
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
   probe.sample(performance.now())
   server.close()
   await sleep(50)
-  t.equal(probe.sample(performance.now()), 0, 'a probe refused or reset while closing reports no wait')
+  t.same(probe.sample(performance.now()), { probe: 1, waitMs: 0 }, 'a probe refused or reset while closing reports no wait')
   probe.stop()
 
   const unixServer = createServer()
@@ -95,7 +99,7 @@ t.test('no probe while the server does not listen; a refused probe just ends', a
   await once(unixServer, 'listening')
   t.teardown(() => unixServer.close())
   const unixProbe = new ConnectionProbe(unixServer)
-  t.equal(unixProbe.sample(performance.now()), 0)
-  t.equal(unixProbe.sample(performance.now()), 0, 'a server on a Unix socket gets no probe')
+  t.same(unixProbe.sample(performance.now()), { probe: 0, waitMs: 0 })
+  t.same(unixProbe.sample(performance.now()), { probe: 0, waitMs: 0 }, 'a server on a Unix socket gets no probe')
   unixProbe.stop()
 })
